@@ -1,0 +1,121 @@
+package whatsappmedia
+
+import (
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("whatsapp_media", parseCaddyfile)
+	// Before reverse_proxy, so that a site with both serves the media
+	// routes itself and proxies the rest, with no order option.
+	httpcaddyfile.RegisterDirectiveOrder("whatsapp_media", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	whatsapp_media [<matcher>] {
+//	    path_prefix    <path>          # default /v2/media
+//	    graph_url      <url>           # default https://graph.facebook.com
+//	    graph_version  <version>       # default v23.0
+//	    max_size       <size>          # default 100MiB
+//	    allowed_plans  <plan...>       # default premium enterprise
+//	    spool_dir      <directory>     # default: the system's temp directory
+//	    dial_timeout     <duration>    # default 5s
+//	    response_timeout <duration>    # default 60s
+//	    accounts       <source> [<args...>] {
+//	        <source options>
+//	    }
+//	}
+//
+// The account source is a module in the namespace
+// http.handlers.whatsapp_media.accounts, such as static.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		switch opt {
+		case "path_prefix", "graph_url", "graph_version", "max_size", "spool_dir":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			switch opt {
+			case "path_prefix":
+				if !strings.HasPrefix(v, "/") {
+					return d.Errf("path_prefix must start with '/': '%s'", v)
+				}
+				h.PathPrefix = v
+			case "graph_url":
+				h.GraphURL = v
+			case "graph_version":
+				if !graphVersionRe.MatchString(v) {
+					return d.Errf("graph_version must look like v23.0: '%s'", v)
+				}
+				h.GraphVersion = v
+			case "max_size":
+				size, err := humanize.ParseBytes(v)
+				if err != nil || size == 0 || size > 1<<40 {
+					return d.Errf("max_size must be a size such as 100MiB: '%s'", v)
+				}
+				h.MaxSize = int64(size)
+			case "spool_dir":
+				h.SpoolDir = v
+			}
+		case "dial_timeout", "response_timeout":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("%s must be a positive duration such as 5s: '%s'", opt, v)
+			}
+			if opt == "dial_timeout" {
+				h.DialTimeout = caddy.Duration(dur)
+			} else {
+				h.ResponseTimeout = caddy.Duration(dur)
+			}
+		case "allowed_plans":
+			plans := d.RemainingArgs()
+			if len(plans) == 0 {
+				return d.ArgErr()
+			}
+			h.AllowedPlans = plans
+		case "accounts":
+			if h.AccountsRaw != nil {
+				return d.Err("accounts is given twice")
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name := d.Val()
+			unm, err := caddyfile.UnmarshalModule(d, "http.handlers.whatsapp_media.accounts."+name)
+			if err != nil {
+				return err
+			}
+			h.AccountsRaw = caddyconfig.JSONModuleObject(unm, "source", name, nil)
+		default:
+			return d.Errf("unrecognized whatsapp_media option '%s'", opt)
+		}
+	}
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,322 @@
+// Package whatsappmedia is a Caddy HTTP handler that serves AvenPing's
+// media API at the edge: POST {prefix}/upload and GET
+// {prefix}/{mediaId}/download. It authenticates the caller's API token,
+// applies the plan rules, and streams the bytes between the client and
+// Meta's WhatsApp Graph API without holding a file in memory. Every other
+// request goes on to the next handler.
+package whatsappmedia
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the handler's options.
+const (
+	DefaultPathPrefix   = "/v2/media"
+	DefaultGraphURL     = "https://graph.facebook.com"
+	DefaultGraphVersion = "v23.0"
+	DefaultMaxSize      = 100 << 20
+
+	DefaultDialTimeout     = 5 * time.Second
+	DefaultResponseTimeout = 60 * time.Second
+)
+
+// DefaultAllowedPlans are the plans that may use the media routes.
+var DefaultAllowedPlans = []string{"premium", "enterprise"}
+
+// Handler serves AvenPing's media API. It answers only its own routes,
+// {path_prefix}/upload and {path_prefix}/{mediaId}/download, and passes
+// every other request to the next handler untouched.
+type Handler struct {
+	// PathPrefix is the path under which the media routes are served.
+	// Default: /v2/media.
+	PathPrefix string `json:"path_prefix,omitempty"`
+
+	// GraphURL is the base URL of Meta's Graph API, without the version.
+	// Tests and the local demo point it at an emulator. Placeholders such
+	// as {env.*} are expanded at provision time.
+	// Default: https://graph.facebook.com.
+	GraphURL string `json:"graph_url,omitempty"`
+
+	// GraphVersion is the Graph API version used in request paths, such as
+	// v23.0. Default: v23.0.
+	GraphVersion string `json:"graph_version,omitempty"`
+
+	// MaxSize is the largest file accepted by the upload route, in bytes.
+	// It counts the file's bytes, not the multipart framing around them.
+	// Default: 100 MiB (104857600).
+	MaxSize int64 `json:"max_size,omitempty"`
+
+	// AllowedPlans are the plans, compared case-insensitively, whose
+	// accounts may use the media routes. Default: premium, enterprise.
+	AllowedPlans []string `json:"allowed_plans,omitempty"`
+
+	// SpoolDir is the directory for the temporary file that holds a
+	// multipart upload's file part when it comes before phoneNumberId.
+	// Such files are removed as soon as the upload ends. Default: the
+	// system's temporary directory.
+	SpoolDir string `json:"spool_dir,omitempty"`
+
+	// DialTimeout is how long connecting to Meta may take, TLS handshake
+	// included. Default: 5s.
+	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
+
+	// ResponseTimeout is how long Meta may take to start its answer once a
+	// request has been sent in full (for an upload, after the file's last
+	// byte). Meta not answering in time is answered 504 UPSTREAM_TIMEOUT.
+	// Default: 60s.
+	ResponseTimeout caddy.Duration `json:"response_timeout,omitempty"`
+
+	// AccountsRaw is the account source that maps API tokens to accounts:
+	// a module in the namespace http.handlers.whatsapp_media.accounts,
+	// chosen by its "source" key (static or introspect). Required.
+	AccountsRaw json.RawMessage `json:"accounts,omitempty" caddy:"namespace=http.handlers.whatsapp_media.accounts inline_key=source"`
+
+	accounts  AccountSource
+	graphBase string
+	client    *http.Client
+	transport *http.Transport
+	logger    *zap.Logger
+	now       func() time.Time
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.whatsapp_media",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+var graphVersionRe = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]{1,3}$`)
+
+// Provision sets defaults, loads the account source and builds the client
+// for Meta.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.now == nil {
+		h.now = time.Now
+	}
+	repl := caddy.NewReplacer()
+	if h.PathPrefix == "" {
+		h.PathPrefix = DefaultPathPrefix
+	}
+	h.PathPrefix = strings.TrimRight(h.PathPrefix, "/")
+	h.GraphURL = repl.ReplaceKnown(h.GraphURL, "")
+	if h.GraphURL == "" {
+		h.GraphURL = DefaultGraphURL
+	}
+	if h.GraphVersion == "" {
+		h.GraphVersion = DefaultGraphVersion
+	}
+	if h.MaxSize == 0 {
+		h.MaxSize = DefaultMaxSize
+	}
+	if len(h.AllowedPlans) == 0 {
+		h.AllowedPlans = DefaultAllowedPlans
+	}
+	if h.DialTimeout == 0 {
+		h.DialTimeout = caddy.Duration(DefaultDialTimeout)
+	}
+	if h.ResponseTimeout == 0 {
+		h.ResponseTimeout = caddy.Duration(DefaultResponseTimeout)
+	}
+	if h.SpoolDir == "" {
+		h.SpoolDir = os.TempDir()
+	}
+	h.graphBase = strings.TrimRight(h.GraphURL, "/") + "/" + h.GraphVersion
+
+	if h.AccountsRaw == nil {
+		return fmt.Errorf("accounts: an account source is required")
+	}
+	mod, err := ctx.LoadModule(h, "AccountsRaw")
+	if err != nil {
+		return fmt.Errorf("loading account source: %v", err)
+	}
+	src, ok := mod.(AccountSource)
+	if !ok {
+		return fmt.Errorf("accounts: module %T is not an account source", mod)
+	}
+	h.accounts = src
+
+	h.transport = newTransport(time.Duration(h.DialTimeout), time.Duration(h.ResponseTimeout))
+	h.client = &http.Client{
+		Transport: h.transport,
+		// Graph API calls are never redirected; a redirect is an answer.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return nil
+}
+
+// Validate checks the provisioned configuration.
+func (h *Handler) Validate() error {
+	if !strings.HasPrefix(h.PathPrefix, "/") {
+		return fmt.Errorf("path_prefix must start with '/': %q", h.PathPrefix)
+	}
+	u, err := url.Parse(h.GraphURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" {
+		return fmt.Errorf("graph_url must be an absolute http(s) URL: %q", h.GraphURL)
+	}
+	if !graphVersionRe.MatchString(h.GraphVersion) {
+		return fmt.Errorf("graph_version must look like v23.0: %q", h.GraphVersion)
+	}
+	if h.MaxSize < 0 {
+		return fmt.Errorf("max_size must be positive: %d", h.MaxSize)
+	}
+	if h.DialTimeout < 0 || h.ResponseTimeout < 0 {
+		return fmt.Errorf("timeouts must be positive")
+	}
+	if fi, err := os.Stat(h.SpoolDir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("spool_dir %q is not a directory", h.SpoolDir)
+	}
+	return nil
+}
+
+// Cleanup closes idle connections to Meta.
+func (h *Handler) Cleanup() error {
+	if h.transport != nil {
+		h.transport.CloseIdleConnections()
+	}
+	return nil
+}
+
+// ServeHTTP serves the media routes and passes every other request on.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	var ae *apiError
+	route, mediaID := h.route(r)
+	switch route {
+	case routeUpload:
+		ae = h.serveUpload(w, r)
+	case routeDownload:
+		ae = h.serveDownload(w, r, mediaID)
+	default:
+		return next.ServeHTTP(w, r)
+	}
+	if ae != nil {
+		h.logAnswer(r, ae)
+		setErrorVar(r, ae.Code)
+		writeError(w, ae)
+	}
+	return nil
+}
+
+type routeKind int
+
+const (
+	routeNone routeKind = iota
+	routeUpload
+	routeDownload
+)
+
+// route matches the request's escaped path against the media routes, so
+// that an encoded slash in a media id is seen as such, not as a separator.
+func (h *Handler) route(r *http.Request) (routeKind, string) {
+	p := r.URL.EscapedPath()
+	rest, ok := strings.CutPrefix(p, h.PathPrefix+"/")
+	if !ok {
+		return routeNone, ""
+	}
+	if rest == "upload" {
+		return routeUpload, ""
+	}
+	if id, ok := strings.CutSuffix(rest, "/download"); ok {
+		return routeDownload, id
+	}
+	return routeNone, ""
+}
+
+// logAnswer logs a refused or failed request once: failures of the
+// gateway or of Meta at error level, Meta's refusals at warn level, the
+// caller's mistakes at debug level.
+func (h *Handler) logAnswer(r *http.Request, ae *apiError) {
+	level := zapcore.DebugLevel
+	switch {
+	case ae.Code == codeMetaAPIError && ae.Status < 500:
+		level = zapcore.WarnLevel
+	case ae.Status >= 500:
+		level = zapcore.ErrorLevel
+	}
+	ce := h.logger.Check(level, "media request refused")
+	if ce == nil {
+		return
+	}
+	fields := []zap.Field{
+		zap.String("path", r.URL.Path),
+		zap.Int("status", ae.Status),
+		zap.String("error", ae.Code),
+	}
+	if ae.cause != nil {
+		fields = append(fields, zap.String("cause", ae.cause.Error()))
+	}
+	ce.Write(fields...)
+}
+
+// isDigits reports whether s is 1 to max ASCII digits.
+func isDigits(s string, max int) bool {
+	if len(s) == 0 || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// Placeholders set for logs and headers.
+func replacer(r *http.Request) *caddy.Replacer {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	return repl
+}
+
+func setAccountVars(r *http.Request, acct *Account) {
+	if repl := replacer(r); repl != nil {
+		repl.Set("http.auth.user.id", acct.ID)
+		repl.Set("http.whatsapp_media.account", acct.ID)
+	}
+}
+
+func setPhoneVar(r *http.Request, phone string) {
+	if repl := replacer(r); repl != nil {
+		repl.Set("http.whatsapp_media.phone_number_id", phone)
+	}
+}
+
+func setMediaVars(r *http.Request, mediaID string, n int64) {
+	if repl := replacer(r); repl != nil {
+		repl.Set("http.whatsapp_media.media_id", mediaID)
+		repl.Set("http.whatsapp_media.bytes", strconv.FormatInt(n, 10))
+	}
+}
+
+func setErrorVar(r *http.Request, code string) {
+	if repl := replacer(r); repl != nil {
+		repl.Set("http.whatsapp_media.error", code)
+	}
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,126 @@
+package whatsappmedia
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// copyBufferSize is the size of pooled copy buffers and buffered readers.
+const copyBufferSize = 64 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+
+var bufioReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, copyBufferSize) }}
+
+func getBufioReader(r io.Reader) *bufio.Reader {
+	br := bufioReaderPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func putBufioReader(br *bufio.Reader) {
+	br.Reset(nil)
+	bufioReaderPool.Put(br)
+}
+
+// writerOnly hides an io.Writer's other methods (ReadFrom), so that
+// io.CopyBuffer uses the pooled buffer it is given.
+type writerOnly struct{ io.Writer }
+
+// errFileTooLarge is returned by a limitReader that saw more than its limit.
+var errFileTooLarge = errors.New("file exceeds max_size")
+
+// limitReader passes at most max bytes through, counting them, and fails
+// with errFileTooLarge when the source has more.
+type limitReader struct {
+	r   io.Reader
+	max int64
+	n   int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if left := l.max - l.n + 1; int64(len(p)) > left {
+		p = p[:left]
+	}
+	n, err := l.r.Read(p)
+	l.n += int64(n)
+	if l.n > l.max {
+		return n - int(l.n-l.max), errFileTooLarge
+	}
+	return n, err
+}
+
+// funcReader runs fn at its first Read and then reports io.EOF, or fn's
+// error. It lets the upload body check what follows the file part before
+// the multipart body to Meta is closed.
+type funcReader struct {
+	fn   func() error
+	done bool
+	err  error
+}
+
+func (f *funcReader) Read([]byte) (int, error) {
+	if !f.done {
+		f.done = true
+		if err := f.fn(); err != nil {
+			f.err = err
+		}
+	}
+	if f.err != nil {
+		return 0, f.err
+	}
+	return 0, io.EOF
+}
+
+// errBodyStopped is what a stopped requestBody answers to late reads.
+var errBodyStopped = errors.New("upload body stopped")
+
+// requestBody is the body of a request to Meta that reads from the
+// client's request. net/http's transport may go on reading a request body
+// in its own goroutine after Client.Do returns (when Meta answers early,
+// or fails), so every Read holds mu, and stop waits for a Read in progress
+// to end before the handler touches the client's body or this reader's
+// state again.
+type requestBody struct {
+	mu      sync.Mutex
+	r       io.Reader
+	err     error // first error from r, io.EOF once it is fully read
+	stopped bool
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		return 0, errBodyStopped
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.r.Read(p)
+	if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// Close is a no-op: the handler owns the client's body.
+func (b *requestBody) Close() error { return nil }
+
+// stop ends all further reads and returns the sticky error of the source
+// (io.EOF when it was read to the end). If a Read is blocked on a slow
+// client, the client connection's read deadline is moved to now to
+// release it: the rest of that body is no longer wanted.
+func (b *requestBody) stop(w http.ResponseWriter) error {
+	if !b.mu.TryLock() {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+		b.mu.Lock()
+	}
+	defer b.mu.Unlock()
+	b.stopped = true
+	return b.err
+}

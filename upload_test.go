@@ -1,0 +1,466 @@
+package whatsappmedia
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/avenping/caddy-whatsapp-media/metaemu"
+)
+
+func hashHex(b []byte) string {
+	d := sha256.Sum256(b)
+	return hex.EncodeToString(d[:])
+}
+
+// lastUpload returns the one upload Meta received.
+func (e *env) lastUpload() metaemu.Upload {
+	e.t.Helper()
+	ups := e.emu.Uploads()
+	require.Len(e.t, ups, 1)
+	return ups[0]
+}
+
+// checkStored asserts that Meta stored data under the answer's media id.
+func (e *env) checkStored(a answer, data []byte, mimeType string) metaemu.Upload {
+	e.t.Helper()
+	require.Equal(e.t, 200, a.Status, a.Raw)
+	require.True(e.t, a.Success)
+	up := e.lastUpload()
+	assert.Equal(e.t, up.MediaID, a.Data.MediaID)
+	assert.Equal(e.t, mimeType, a.Data.MimeType)
+	assert.Equal(e.t, int64(len(data)), a.Data.Size)
+	m, ok := e.emu.Media(a.Data.MediaID)
+	require.True(e.t, ok)
+	got, err := os.ReadFile(m.Path)
+	require.NoError(e.t, err)
+	assert.True(e.t, bytes.Equal(data, got), "stored bytes differ")
+	assert.Equal(e.t, mimeType, m.MimeType)
+	assert.Equal(e.t, "whatsapp", up.Fields["messaging_product"])
+	assert.Equal(e.t, mimeType, up.Fields["type"])
+	assert.Equal(e.t, mimeType, up.FileType)
+	assert.True(e.t, up.ReceivedBodyOK)
+	// What reaches Meta: its token, our User-Agent, none of the caller's
+	// credentials or upload headers.
+	assert.Equal(e.t, "Bearer "+metaToken, up.Header.Get("Authorization"))
+	assert.Equal(e.t, userAgent, up.Header.Get("User-Agent"))
+	for _, h := range []string{"X-Api-Token", "Cookie", "X-Phone-Number-Id", "Phonenumberid", "X-Filename", "X-Upload-Type", "Expect"} {
+		assert.Empty(e.t, up.Header.Values(h), "header %s reached Meta", h)
+	}
+	if up.ContentLength >= 0 {
+		assert.Equal(e.t, up.ContentLength, up.BodyBytes, "Content-Length sent to Meta is not the bytes sent")
+	}
+	return up
+}
+
+func TestUploadRaw(t *testing.T) {
+	e := newEnv(t)
+	data := jpegBytes(50_000)
+	req := e.rawUpload(tokPremium, bytes.NewReader(data), map[string]string{
+		"X-Phone-Number-Id": phoneA, "X-Filename": "photo.jpg", "Content-Type": "image/jpeg",
+		"X-Api-Token": "leak-me", "Cookie": "session=secret",
+	})
+	up := e.checkStored(e.do(req), data, "image/jpeg")
+	assert.Equal(t, "photo.jpg", up.FileName)
+	assert.Equal(t, phoneA, up.Phone)
+	// A known length is sent as an exact Content-Length, not chunked.
+	require.Positive(t, up.ContentLength)
+	assert.Equal(t, up.BodyBytes, up.ContentLength)
+}
+
+func TestUploadRawContentLengthComputed(t *testing.T) {
+	// The Content-Length sent to Meta follows from the framing for every
+	// file size and name; the emulator counts the bytes actually received.
+	for _, n := range []int{1, 511, 512, 513, 70_000, 1 << 20} {
+		for _, name := range []string{"", "a.jpg", `we"ird;name.jpg`, "ünïcødé.jpg"} {
+			t.Run(strconv.Itoa(n)+"/"+name, func(t *testing.T) {
+				e := newEnv(t)
+				data := jpegBytes(n)
+				hdr := map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"}
+				if name != "" {
+					hdr["X-Filename"] = name
+				}
+				up := e.checkStored(e.do(e.rawUpload(tokPremium, bytes.NewReader(data), hdr)), data, "image/jpeg")
+				assert.Equal(t, up.BodyBytes, up.ContentLength)
+				prefix, suffix, _ := multipartFrame("image/jpeg", sanitizeFilename(name))
+				assert.Equal(t, int64(len(prefix)+n+len(suffix)), up.ContentLength)
+			})
+		}
+	}
+}
+
+func TestUploadRawChunked(t *testing.T) {
+	e := newEnv(t)
+	data := jpegBytes(200_000)
+	// An io.Reader of unknown length makes the client send chunked.
+	req := e.rawUpload(tokPremium, io.MultiReader(bytes.NewReader(data)), map[string]string{
+		"phoneNumberId": phoneA, "Content-Type": "image/jpeg",
+	})
+	up := e.checkStored(e.do(req), data, "image/jpeg")
+	assert.Equal(t, int64(-1), up.ContentLength, "unknown length must go chunked")
+	assert.Equal(t, "file", up.FileName, "default filename")
+}
+
+func TestUploadRawMIME(t *testing.T) {
+	png := append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, 100)...)
+	cases := []struct {
+		name   string
+		hdr    map[string]string
+		data   []byte
+		status int
+		mime   string
+	}{
+		{"override wins", map[string]string{"X-Upload-Type": "image/png", "Content-Type": "image/jpeg"}, png, 200, "image/png"},
+		{"content type with params", map[string]string{"Content-Type": "text/plain; charset=utf-8"}, []byte("hello"), 200, "text/plain"},
+		{"generic type, extension", map[string]string{"Content-Type": "application/octet-stream", "X-Filename": "doc.pdf"}, []byte("%PDF-1.4 x"), 200, "application/pdf"},
+		{"curl default type, sniffed", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, png, 200, "image/png"},
+		{"no type, sniffed", nil, jpegBytes(2000), 200, "image/jpeg"},
+		{"unsupported type", map[string]string{"Content-Type": "image/gif"}, []byte("GIF89a"), 415, ""},
+		{"unsupported extension", map[string]string{"X-Filename": "a.gif"}, []byte("GIF89a"), 415, ""},
+		{"undeterminable", map[string]string{"Content-Type": "application/octet-stream"}, []byte{0, 1, 2, 3}, 415, ""},
+		{"bad override", map[string]string{"X-Upload-Type": "not a type"}, png, 400, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			hdr := map[string]string{"X-Phone-Number-Id": phoneA}
+			for k, v := range c.hdr {
+				hdr[k] = v
+			}
+			req := e.rawUpload(tokPremium, bytes.NewReader(c.data), hdr)
+			if _, ok := c.hdr["Content-Type"]; !ok {
+				req.Header.Del("Content-Type")
+			}
+			a := e.do(req)
+			require.Equal(t, c.status, a.Status, a.Raw)
+			if c.status == 200 {
+				e.checkStored(a, c.data, c.mime)
+				return
+			}
+			if c.status == 415 {
+				assert.Equal(t, codeUnsupportedType, a.Error)
+			}
+			assert.Empty(t, e.emu.Requests(), "Meta was contacted")
+		})
+	}
+}
+
+func TestUploadMultipartFieldOrders(t *testing.T) {
+	data := jpegBytes(300_000)
+	cases := []struct {
+		name     string
+		parts    []formPart
+		header   string // X-Phone-Number-Id
+		spooled  bool
+		mimeType string
+	}{
+		{"phone then file (curl order)", []formPart{field("phoneNumberId", phoneA), filePart("photo.jpg", "image/jpeg", data)}, "", false, "image/jpeg"},
+		{"file then phone", []formPart{filePart("photo.jpg", "image/jpeg", data), field("phoneNumberId", phoneA)}, "", true, "image/jpeg"},
+		{"phone in header", []formPart{filePart("photo.jpg", "image/jpeg", data)}, phoneA, false, "image/jpeg"},
+		{"type field for generic part", []formPart{field("phoneNumberId", phoneA), field("type", "image/png"), filePart("blob", "application/octet-stream", data)}, "", false, "image/png"},
+		{"type after spooled file is used", []formPart{filePart("blob", "application/octet-stream", data), field("phoneNumberId", phoneA), field("type", "image/png")}, "", true, "image/png"},
+		{"extra fields ignored", []formPart{field("caption", "hi"), field("phoneNumberId", phoneA), filePart("photo.jpg", "", data), field("trailer", "x")}, "", false, "image/jpeg"},
+		{"sniffed", []formPart{field("phoneNumberId", phoneA), filePart("noext", "", data)}, "", false, "image/jpeg"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			req := e.formUpload(tokPremium, c.parts...)
+			if c.header != "" {
+				req.Header.Set("X-Phone-Number-Id", c.header)
+			}
+			up := e.checkStored(e.do(req), data, c.mimeType)
+			if c.spooled {
+				// A spooled file's length is known: exact Content-Length.
+				assert.Equal(t, up.BodyBytes, up.ContentLength)
+			} else {
+				assert.Equal(t, int64(-1), up.ContentLength, "a streamed part goes chunked")
+			}
+			assert.Empty(t, dirEntries(t, e.h.SpoolDir), "spool files left behind")
+		})
+	}
+}
+
+func TestUploadMultipartValidation(t *testing.T) {
+	data := jpegBytes(1000)
+	cases := []struct {
+		name   string
+		parts  []formPart
+		status int
+		code   string
+	}{
+		{"no file", []formPart{field("phoneNumberId", phoneA)}, 400, codeValidation},
+		{"no phone", []formPart{filePart("a.jpg", "image/jpeg", data)}, 400, codeValidation},
+		{"nothing", nil, 400, codeValidation},
+		{"phone not digits", []formPart{field("phoneNumberId", "12ab"), filePart("a.jpg", "image/jpeg", data)}, 400, codeValidation},
+		{"two files streamed", []formPart{field("phoneNumberId", phoneA), filePart("a.jpg", "image/jpeg", data), filePart("b.jpg", "image/jpeg", data)}, 400, codeValidation},
+		{"two files spooled", []formPart{filePart("a.jpg", "image/jpeg", data), filePart("b.jpg", "image/jpeg", data), field("phoneNumberId", phoneA)}, 400, codeValidation},
+		{"conflicting phones", []formPart{field("phoneNumberId", phoneA), field("phoneNumberId", phoneB), filePart("a.jpg", "image/jpeg", data)}, 400, codeValidation},
+		{"oversized field", []formPart{field("phoneNumberId", phoneA), field("type", strings.Repeat("x", 2000)), filePart("a.jpg", "image/jpeg", data)}, 400, codeValidation},
+		{"unsupported part type", []formPart{field("phoneNumberId", phoneA), filePart("a.gif", "image/gif", data)}, 415, codeUnsupportedType},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			a := e.do(e.formUpload(tokPremium, c.parts...))
+			assert.Equal(t, c.status, a.Status, a.Raw)
+			assert.Equal(t, c.code, a.Error)
+			for _, m := range e.emu.Uploads() {
+				assert.Empty(t, m.MediaID, "Meta stored a file from a refused request")
+			}
+			assert.Empty(t, dirEntries(t, e.h.SpoolDir))
+		})
+	}
+	t.Run("too many parts", func(t *testing.T) {
+		e := newEnv(t)
+		parts := []formPart{field("phoneNumberId", phoneA)}
+		for i := 0; i < maxParts; i++ {
+			parts = append(parts, field("f"+strconv.Itoa(i), "v"))
+		}
+		a := e.do(e.formUpload(tokPremium, append(parts, filePart("a.jpg", "image/jpeg", data))...))
+		assert.Equal(t, 400, a.Status)
+	})
+	t.Run("no boundary", func(t *testing.T) {
+		e := newEnv(t)
+		a := e.do(e.rawUpload(tokPremium, strings.NewReader("x"), map[string]string{"Content-Type": "multipart/form-data"}))
+		assert.Equal(t, 400, a.Status)
+		assert.Equal(t, codeValidation, a.Error)
+	})
+	t.Run("missing closing boundary cancels the upload", func(t *testing.T) {
+		e := newEnv(t)
+		body, ct := buildForm(t, field("phoneNumberId", phoneA), filePart("a.jpg", "image/jpeg", jpegBytes(100_000)))
+		cut := body.Bytes()[:body.Len()-40]
+		a := e.do(e.rawUpload(tokPremium, bytes.NewReader(cut), map[string]string{"Content-Type": ct}))
+		assert.Equal(t, 400, a.Status, a.Raw)
+		assert.Equal(t, codeValidation, a.Error)
+		require.Eventually(t, func() bool { return len(e.emu.Uploads()) == 1 }, 5*time.Second, 10*time.Millisecond)
+		assert.Empty(t, e.emu.Uploads()[0].MediaID, "Meta stored a truncated file")
+		assert.False(t, e.emu.Uploads()[0].ReceivedBodyOK)
+	})
+	t.Run("raw body without phone", func(t *testing.T) {
+		e := newEnv(t)
+		a := e.do(e.rawUpload(tokPremium, bytes.NewReader(data), map[string]string{"Content-Type": "image/jpeg"}))
+		assert.Equal(t, 400, a.Status)
+		assert.Equal(t, codeValidation, a.Error)
+		assert.Empty(t, e.emu.Requests())
+	})
+}
+
+func TestUploadTooLarge(t *testing.T) {
+	const max = 64 << 10
+	small := func(h *Handler) { h.MaxSize = max }
+	t.Run("content-length refused before reading", func(t *testing.T) {
+		e := newEnv(t, small)
+		body := &readTracker{r: bytes.NewReader(jpegBytes(max + 1))}
+		req := e.rawUpload(tokPremium, body, map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"})
+		req.ContentLength = max + 1
+		rec := e.serveDirect(req)
+		assert.Equal(t, http.StatusRequestEntityTooLarge, rec.Code)
+		assert.Contains(t, rec.Body.String(), codePayloadTooLarge)
+		assert.False(t, body.read.Load())
+		assert.Empty(t, e.emu.Requests())
+	})
+	t.Run("exactly max is accepted", func(t *testing.T) {
+		e := newEnv(t, small)
+		data := jpegBytes(max)
+		e.checkStored(e.do(e.rawUpload(tokPremium, bytes.NewReader(data), map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"})), data, "image/jpeg")
+	})
+	t.Run("chunked crossing the limit", func(t *testing.T) {
+		e := newEnv(t, small)
+		req := e.rawUpload(tokPremium, io.MultiReader(bytes.NewReader(jpegBytes(max+1))), map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"})
+		a := e.do(req)
+		assert.Equal(t, 413, a.Status, a.Raw)
+		assert.Equal(t, codePayloadTooLarge, a.Error)
+		require.Eventually(t, func() bool { return len(e.emu.Uploads()) == 1 }, 5*time.Second, 10*time.Millisecond)
+		assert.Empty(t, e.emu.Uploads()[0].MediaID)
+	})
+	t.Run("multipart streamed crossing the limit", func(t *testing.T) {
+		e := newEnv(t, small)
+		a := e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA), filePart("a.jpg", "image/jpeg", jpegBytes(max+1))))
+		assert.Equal(t, 413, a.Status, a.Raw)
+		require.Eventually(t, func() bool { return len(e.emu.Uploads()) == 1 }, 5*time.Second, 10*time.Millisecond)
+		assert.Empty(t, e.emu.Uploads()[0].MediaID)
+	})
+	t.Run("multipart spooled crossing the limit", func(t *testing.T) {
+		e := newEnv(t, small)
+		a := e.do(e.formUpload(tokPremium, filePart("a.jpg", "image/jpeg", jpegBytes(max+1)), field("phoneNumberId", phoneA)))
+		assert.Equal(t, 413, a.Status, a.Raw)
+		assert.Empty(t, e.emu.Requests())
+		assert.Empty(t, dirEntries(t, e.h.SpoolDir))
+	})
+	t.Run("multipart content-length proves too large", func(t *testing.T) {
+		e := newEnv(t, small)
+		body := &readTracker{r: strings.NewReader("")}
+		req := e.rawUpload(tokPremium, body, map[string]string{"Content-Type": "multipart/form-data; boundary=x"})
+		req.ContentLength = max + multipartOverhead + 1
+		rec := e.serveDirect(req)
+		assert.Equal(t, 413, rec.Code)
+		assert.False(t, body.read.Load())
+	})
+}
+
+func TestUploadMetaErrors(t *testing.T) {
+	data := jpegBytes(10_000)
+	send := func(e *env) answer {
+		return e.do(e.rawUpload(tokPremium, bytes.NewReader(data), map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"}))
+	}
+	t.Run("meta 4xx passes through with details", func(t *testing.T) {
+		e := newEnvWith(t, metaemu.Config{Tokens: map[string][]string{"other-token": {phoneA}}})
+		a := send(e)
+		assert.Equal(t, 401, a.Status)
+		assert.Equal(t, codeMetaAPIError, a.Error)
+		assert.Contains(t, a.Message, "Invalid OAuth access token")
+		var d struct {
+			Error struct {
+				Code      int    `json:"code"`
+				FBTraceID string `json:"fbtrace_id"`
+			} `json:"error"`
+		}
+		require.NoError(t, json.Unmarshal(a.Details, &d))
+		assert.Equal(t, 190, d.Error.Code)
+		assert.NotEmpty(t, d.Error.FBTraceID)
+	})
+	t.Run("meta refuses the phone number", func(t *testing.T) {
+		e := newEnvWith(t, metaemu.Config{Tokens: map[string][]string{metaToken: {phoneB}}})
+		a := send(e)
+		assert.Equal(t, 400, a.Status)
+		assert.Equal(t, codeMetaAPIError, a.Error)
+		assert.Contains(t, string(a.Details), `"error_subcode":33`)
+	})
+	t.Run("meta ceiling", func(t *testing.T) {
+		e := newEnv(t)
+		big := jpegBytes(5<<20 + 1)
+		a := e.do(e.rawUpload(tokPremium, bytes.NewReader(big), map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"}))
+		assert.Equal(t, 400, a.Status)
+		assert.Equal(t, codeMetaAPIError, a.Error)
+		assert.Contains(t, a.Message, "File Too Large")
+	})
+	t.Run("meta 5xx is 502", func(t *testing.T) {
+		e := newEnv(t)
+		e.emu.Inject(metaemu.Fault{Route: "upload", Kind: metaemu.Answer, Status: 503, ContentType: "application/json",
+			Body: []byte(`{"error":{"message":"Service temporarily unavailable","type":"OAuthException","code":2,"fbtrace_id":"AbC"}}`)})
+		a := send(e)
+		assert.Equal(t, 502, a.Status)
+		assert.Equal(t, codeMetaAPIError, a.Error)
+		assert.Equal(t, "Service temporarily unavailable", a.Message)
+		assert.JSONEq(t, `{"error":{"message":"Service temporarily unavailable","type":"OAuthException","code":2,"fbtrace_id":"AbC"}}`, string(a.Details))
+	})
+	t.Run("html answer", func(t *testing.T) {
+		e := newEnv(t)
+		e.emu.Inject(metaemu.Fault{Route: "upload", Kind: metaemu.Answer, Status: 502, ContentType: "text/html", Body: []byte("<html>Bad Gateway</html>")})
+		a := send(e)
+		assert.Equal(t, 502, a.Status)
+		assert.Equal(t, codeUpstreamError, a.Error)
+		assert.NotContains(t, a.Raw, "<html>")
+	})
+	t.Run("garbage success answer", func(t *testing.T) {
+		e := newEnv(t)
+		e.emu.Inject(metaemu.Fault{Route: "upload", Kind: metaemu.Answer, Status: 200, ContentType: "application/json", Body: []byte(`{"ok":1}`)})
+		a := send(e)
+		assert.Equal(t, 502, a.Status)
+		assert.Equal(t, codeUpstreamError, a.Error)
+	})
+	t.Run("reset", func(t *testing.T) {
+		e := newEnv(t)
+		e.emu.Inject(metaemu.Fault{Route: "upload", Kind: metaemu.Reset, AfterBytes: 1000})
+		a := send(e)
+		assert.Equal(t, 502, a.Status)
+		assert.Equal(t, codeUpstreamError, a.Error)
+		assert.NotContains(t, a.Raw, "connection")
+	})
+	t.Run("unreachable", func(t *testing.T) {
+		e := newEnv(t, func(h *Handler) { h.GraphURL = "http://127.0.0.1:1" })
+		a := send(e)
+		assert.Equal(t, 502, a.Status)
+		assert.Equal(t, codeUpstreamError, a.Error)
+		assert.NotContains(t, a.Raw, "127.0.0.1")
+	})
+	t.Run("hang", func(t *testing.T) {
+		e := newEnv(t, func(h *Handler) { h.ResponseTimeout.UnmarshalJSON([]byte(`"300ms"`)) })
+		e.emu.Inject(metaemu.Fault{Route: "upload", Kind: metaemu.Hang})
+		a := send(e)
+		assert.Equal(t, 504, a.Status)
+		assert.Equal(t, codeUpstreamTimeout, a.Error)
+	})
+}
+
+func TestUploadClientAbortCancelsMeta(t *testing.T) {
+	e := newEnv(t)
+	pr, pw := io.Pipe()
+	req := e.rawUpload(tokPremium, pr, map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	_, err := pw.Write(jpegBytes(100_000))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return e.emu.InFlight() == 1 }, 5*time.Second, 5*time.Millisecond)
+	// The client goes away mid-body.
+	pw.CloseWithError(io.ErrClosedPipe)
+	<-done
+	require.Eventually(t, func() bool { return len(e.emu.Uploads()) == 1 }, time.Second, 5*time.Millisecond,
+		"Meta's request was not cancelled within a second")
+	up := e.emu.Uploads()[0]
+	assert.Empty(t, up.MediaID)
+	assert.False(t, up.ReceivedBodyOK)
+}
+
+func TestRouting(t *testing.T) {
+	e := newEnv(t)
+	for _, p := range []string{"/", "/v2/messages", "/v2/media", "/v2/media/", "/v2/media/upload/", "/v2/media/uploads", "/v2/media/download", "/v2/mediax/upload"} {
+		resp, err := http.Get(e.url(p))
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, "app", resp.Header.Get("X-Next"), p)
+	}
+	for _, c := range []struct{ method, path, allow string }{
+		{"GET", "/v2/media/upload", "POST"},
+		{"PUT", "/v2/media/upload", "POST"},
+		{"POST", "/v2/media/123/download", "GET, HEAD"},
+	} {
+		req, _ := http.NewRequest(c.method, e.url(c.path), nil)
+		a := e.do(req)
+		assert.Equal(t, 405, a.Status)
+		assert.Equal(t, codeMethodNotAllowed, a.Error)
+		assert.Equal(t, c.allow, a.Header.Get("Allow"))
+	}
+	assert.Empty(t, e.emu.Requests())
+}
+
+func TestSanitizeFilename(t *testing.T) {
+	cases := map[string]string{
+		"":                       "file",
+		"photo.jpg":              "photo.jpg",
+		"../../etc/passwd":       "passwd",
+		`C:\Users\x\a.jpg`:       "a.jpg",
+		"a\"b.jpg":               "a_b.jpg",
+		"a;b.jpg":                "a_b.jpg",
+		"a\r\nX-Evil: 1.jpg":     "aX-Evil: 1.jpg",
+		"\xff\xfe.jpg":           "_.jpg",
+		"ünïcødé.jpg":            "ünïcødé.jpg",
+		"..":                     "file",
+		strings.Repeat("a", 500): strings.Repeat("a", maxFilenameLength),
+	}
+	for in, want := range cases {
+		got := sanitizeFilename(in)
+		assert.Equal(t, want, got, "%q", in)
+		assert.NotContains(t, got, "\r")
+		assert.NotContains(t, got, "\n")
+		assert.NotContains(t, got, `"`)
+	}
+}
