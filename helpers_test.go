@@ -20,6 +20,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/avenping/caddy-whatsapp-media/metaemu"
 )
@@ -85,6 +87,8 @@ func newEnvWith(t testing.TB, cfg metaemu.Config, opts ...func(*Handler)) *env {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	require.NoError(t, h.Provision(ctx))
 	require.NoError(t, h.Validate())
+	// Logs go to the test's log, shown when it fails.
+	h.logger = zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
 	e.h = h
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		e.nextHit.Add(1)

@@ -212,6 +212,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if ae != nil {
 		h.logAnswer(r, ae)
 		setErrorVar(r, ae.Code)
+		if r.ProtoMajor == 1 && r.ContentLength != 0 {
+			// The body may be unread (a refusal decided from the headers).
+			// Closing the connection tells net/http not to drain it before
+			// answering; without this, Caddy's body wrapper hides the
+			// Expect: 100-continue reader from net/http, which then reads
+			// the body a client was waiting to be asked for.
+			w.Header().Set("Connection", "close")
+		}
 		writeError(w, ae)
 	}
 	return nil

@@ -54,6 +54,28 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// fillReader fills each read buffer from r as far as r allows before
+// returning. The sources of an upload hand out at most a few KiB a Read
+// (mime/multipart's reader buffers 4 KiB); net/http's transport writes,
+// and for a chunked body flushes, one chunk for every Read, so filling
+// its 32 KiB copy buffer first means far fewer chunks and writes.
+type fillReader struct{ r io.Reader }
+
+func (f fillReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := f.r.Read(p[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		if m == 0 {
+			break
+		}
+	}
+	return n, nil
+}
+
 // funcReader runs fn at its first Read and then reports io.EOF, or fn's
 // error. It lets the upload body check what follows the file part before
 // the multipart body to Meta is closed.
@@ -114,13 +136,23 @@ func (b *requestBody) Close() error { return nil }
 // stop ends all further reads and returns the sticky error of the source
 // (io.EOF when it was read to the end). If a Read is blocked on a slow
 // client, the client connection's read deadline is moved to now to
-// release it: the rest of that body is no longer wanted.
+// release it: Meta has answered or failed, so the rest of that body is no
+// longer wanted. The error that this provokes is reported as
+// errBodyStopped, not as the client's fault; our own refusals
+// (errFileTooLarge, an *apiError from a finish function) are kept.
 func (b *requestBody) stop(w http.ResponseWriter) error {
+	forced := false
 	if !b.mu.TryLock() {
+		forced = true
 		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 		b.mu.Lock()
 	}
 	defer b.mu.Unlock()
 	b.stopped = true
-	return b.err
+	err := b.err
+	var ae *apiError
+	if forced && err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, errFileTooLarge) && !errors.As(err, &ae) {
+		err = errBodyStopped
+	}
+	return err
 }

@@ -370,7 +370,7 @@ type metaUpload struct {
 // prefix and suffix.
 func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Account, u metaUpload) *apiError {
 	prefix, suffix, contentType := multipartFrame(u.mimeType, u.filename)
-	file := &limitReader{r: u.file, max: h.MaxSize}
+	file := &limitReader{r: fillReader{u.file}, max: h.MaxSize}
 	readers := []io.Reader{bytes.NewReader(prefix), file}
 	if u.finish != nil {
 		readers = append(readers, &funcReader{fn: u.finish})
@@ -402,7 +402,7 @@ func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Accou
 	// Our own refusals (too large, a broken form, a second file) win over
 	// whatever Meta made of the aborted body.
 	bodyErr := body.stop(w)
-	if bodyErr != nil && !errors.Is(bodyErr, io.EOF) {
+	if bodyErr != nil && !errors.Is(bodyErr, io.EOF) && !errors.Is(bodyErr, errBodyStopped) {
 		cancel()
 		var ae *apiError
 		switch {
@@ -424,9 +424,10 @@ func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Accou
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return upstreamAnswerError(resp)
 	}
-	if bodyErr == nil {
-		// Meta answered success without reading the whole body: never
-		// report a file as uploaded that was not sent in full.
+	// Never report a file as uploaded that was not sent in full. With a
+	// Content-Length, Meta may answer before the transport's final Read
+	// sees EOF, so there the file's byte count is what tells.
+	if sent := errors.Is(bodyErr, io.EOF) || (u.size >= 0 && file.n == u.size); !sent {
 		return errUpstreamBadAnswer.withCause(errors.New("meta answered before the whole file was sent"))
 	}
 	var answer struct {

@@ -1,0 +1,122 @@
+package whatsappmedia
+
+import (
+	"io"
+	"mime/multipart"
+	"net/http"
+	"runtime"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/avenping/caddy-whatsapp-media/metaemu"
+)
+
+// patternReader yields n bytes that begin like a PDF, without allocating.
+type patternReader struct {
+	n, off int64
+}
+
+func (p *patternReader) Read(b []byte) (int, error) {
+	if p.off >= p.n {
+		return 0, io.EOF
+	}
+	if left := p.n - p.off; int64(len(b)) > left {
+		b = b[:left]
+	}
+	for i := range b {
+		b[i] = byte('a' + (p.off+int64(i))%26)
+	}
+	if p.off == 0 && len(b) >= 5 {
+		copy(b, "%PDF-")
+	}
+	p.off += int64(len(b))
+	return len(b), nil
+}
+
+// multipartStream streams a curl-shaped multipart body (phoneNumberId,
+// then the file) of a file of n bytes.
+func multipartStream(n int64) (io.Reader, string) {
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		_ = mw.WriteField("phoneNumberId", phoneA)
+		fw, _ := mw.CreateFormFile("file", "doc.pdf")
+		buf := make([]byte, 64<<10)
+		_, _ = io.CopyBuffer(fw, &patternReader{n: n}, buf)
+		pw.CloseWithError(mw.Close())
+	}()
+	return pr, mw.FormDataContentType()
+}
+
+func benchEnv(b *testing.B) *env {
+	return newEnvWith(b, metaemu.Config{Tokens: map[string][]string{metaToken: {phoneA}}, Discard: true},
+		func(h *Handler) { h.MaxSize = 200 << 20 })
+}
+
+func uploadOnce(tb testing.TB, e *env, mode string, n int64) {
+	var req *http.Request
+	if mode == "raw" {
+		req = e.rawUpload(tokPremium, &patternReader{n: n}, map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "application/pdf"})
+		req.ContentLength = n
+	} else {
+		body, ct := multipartStream(n)
+		req = e.rawUpload(tokPremium, body, map[string]string{"Content-Type": ct})
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(tb, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	require.Equal(tb, 200, resp.StatusCode)
+}
+
+// BenchmarkUpload measures whole uploads (client, gateway and emulator in
+// one process). B/op must stay the same order from 1 MB to 100 MB: the
+// gateway holds no file in memory.
+//
+//	go test -run '^$' -bench BenchmarkUpload -benchmem .
+func BenchmarkUpload(b *testing.B) {
+	for _, mode := range []string{"raw", "multipart"} {
+		for _, n := range []int64{1 << 20, 100 << 20} {
+			b.Run(mode+"-"+strconv.FormatInt(n>>20, 10)+"MB", func(b *testing.B) {
+				e := benchEnv(b)
+				uploadOnce(b, e, mode, n) // warm the connection pools
+				b.SetBytes(n)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					uploadOnce(b, e, mode, n)
+				}
+			})
+		}
+	}
+}
+
+// TestUploadAllocationsIndependentOfSize compares the bytes allocated by
+// whole 1 MB and 64 MB uploads. Allocation counts, unlike timings, do not
+// depend on how busy the machine is.
+func TestUploadAllocationsIndependentOfSize(t *testing.T) {
+	if testing.Short() {
+		t.Skip("moves 130 MB")
+	}
+	e := newEnvWith(t, metaemu.Config{Tokens: map[string][]string{metaToken: {phoneA}}, Discard: true})
+	allocated := func(mode string, n int64) uint64 {
+		uploadOnce(t, e, mode, n) // warm up
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		const runs = 3
+		for i := 0; i < runs; i++ {
+			uploadOnce(t, e, mode, n)
+		}
+		runtime.ReadMemStats(&after)
+		return (after.TotalAlloc - before.TotalAlloc) / runs
+	}
+	for _, mode := range []string{"raw", "multipart"} {
+		small, large := allocated(mode, 1<<20), allocated(mode, 64<<20)
+		t.Logf("%s: %d bytes allocated per 1 MiB upload, %d per 64 MiB upload", mode, small, large)
+		// The file is 64x larger; what is allocated must not be.
+		require.Less(t, large, 2*small+(1<<20), "%s upload allocations grow with the file size", mode)
+	}
+}

@@ -1,0 +1,162 @@
+package whatsappmedia
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`whatsapp_media {
+		path_prefix      /api/media
+		graph_url        http://127.0.0.1:9999
+		graph_version    v22.0
+		max_size         16MiB
+		allowed_plans    premium enterprise business
+		spool_dir        /var/tmp
+		dial_timeout     2s
+		response_timeout 90s
+		accounts static {
+			account acme {
+				token_sha256  ` + sha256Hex("t") + `
+				plan          premium
+				plan_expires  2027-01-01T00:00:00Z
+				meta_token    {env.ACME_META_TOKEN}
+				phone_numbers 106540352242922 106540352242923
+			}
+			account beta {
+				token {file./run/secrets/beta}
+				plan  developer
+			}
+		}
+	}`)
+	var h Handler
+	require.NoError(t, h.UnmarshalCaddyfile(d))
+	assert.Equal(t, "/api/media", h.PathPrefix)
+	assert.Equal(t, "http://127.0.0.1:9999", h.GraphURL)
+	assert.Equal(t, "v22.0", h.GraphVersion)
+	assert.Equal(t, int64(16<<20), h.MaxSize)
+	assert.Equal(t, []string{"premium", "enterprise", "business"}, h.AllowedPlans)
+	assert.Equal(t, "/var/tmp", h.SpoolDir)
+	assert.Equal(t, caddy.Duration(2*time.Second), h.DialTimeout)
+	assert.Equal(t, caddy.Duration(90*time.Second), h.ResponseTimeout)
+
+	var src struct {
+		Source   string                    `json:"source"`
+		Accounts map[string]*StaticAccount `json:"accounts"`
+	}
+	require.NoError(t, json.Unmarshal(h.AccountsRaw, &src))
+	assert.Equal(t, "static", src.Source)
+	require.Len(t, src.Accounts, 2)
+	acme := src.Accounts["acme"]
+	assert.Equal(t, sha256Hex("t"), acme.TokenSHA256)
+	assert.Equal(t, "premium", acme.Plan)
+	assert.Equal(t, time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC), acme.PlanExpires)
+	assert.Equal(t, "{env.ACME_META_TOKEN}", acme.MetaToken, "secrets stay placeholders in the config")
+	assert.Equal(t, []string{"106540352242922", "106540352242923"}, acme.PhoneNumbers)
+	assert.Equal(t, "{file./run/secrets/beta}", src.Accounts["beta"].Token)
+	assert.True(t, src.Accounts["beta"].PlanExpires.IsZero())
+}
+
+func TestUnmarshalCaddyfileErrors(t *testing.T) {
+	const acct = `accounts static { account a { token t } }`
+	cases := map[string]struct{ input, wantErr string }{
+		"unknown option":        {`whatsapp_media { colour blue }`, "unrecognized whatsapp_media option 'colour'"},
+		"argument on directive": {`whatsapp_media extra { ` + acct + ` }`, "wrong argument count"},
+		"bad max_size":          {`whatsapp_media { max_size lots }`, "max_size must be a size"},
+		"zero max_size":         {`whatsapp_media { max_size 0 }`, "max_size must be a size"},
+		"max_size two args":     {`whatsapp_media { max_size 1MiB 2MiB }`, "wrong argument count"},
+		"bad graph_version":     {`whatsapp_media { graph_version 23 }`, "graph_version must look like v23.0"},
+		"bad path_prefix":       {`whatsapp_media { path_prefix v2/media }`, "path_prefix must start with '/'"},
+		"bad dial_timeout":      {`whatsapp_media { dial_timeout soon }`, "dial_timeout must be a positive duration"},
+		"bad response_timeout":  {`whatsapp_media { response_timeout -1s }`, "response_timeout must be a positive duration"},
+		"empty allowed_plans":   {`whatsapp_media { allowed_plans }`, "wrong argument count"},
+		"unknown source":        {`whatsapp_media { accounts ldap }`, "http.handlers.whatsapp_media.accounts.ldap"},
+		"accounts twice":        {"whatsapp_media {\n" + acct + "\n" + acct + "\n}", "accounts is given twice"},
+		"unknown account option": {`whatsapp_media { accounts static { account a { token t
+			colour blue } } }`, "unrecognized account option 'colour'"},
+		"unknown static option": {`whatsapp_media { accounts static { user a } }`, "unrecognized accounts static option 'user'"},
+		"both tokens": {`whatsapp_media { accounts static { account a { token t
+			token_sha256 ` + sha256Hex("t") + ` } } }`, "exactly one of token and token_sha256"},
+		"no token":          {`whatsapp_media { accounts static { account a { plan premium } } }`, "exactly one of token and token_sha256"},
+		"bad token_sha256":  {`whatsapp_media { accounts static { account a { token_sha256 abc } } }`, "token_sha256: must be 64 hex digits"},
+		"bad plan_expires":  {`whatsapp_media { accounts static { account a { plan_expires 2027-01-01 } } }`, "plan_expires must be an RFC 3339 time"},
+		"bad phone number":  {`whatsapp_media { accounts static { account a { phone_numbers 12x } } }`, "phone_numbers: '12x' is not all digits"},
+		"duplicate account": {"whatsapp_media { accounts static { account a { token t }\naccount a { token u } } }", "account 'a' is defined twice"},
+		"account no name":   {`whatsapp_media { accounts static { account { token t } } }`, "wrong argument count"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			// One directive a line, as a Caddyfile needs.
+			input := strings.NewReplacer("{ ", "{\n", " }", "\n}").Replace(c.input)
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), c.wantErr)
+		})
+	}
+}
+
+// TestAdaptCaddyfile checks the directive's place (before reverse_proxy,
+// with no order option) and the JSON it adapts to.
+func TestAdaptCaddyfile(t *testing.T) {
+	input := "{\n\tadmin localhost:2999\n}\n\napi.example.com {\n" +
+		"\treverse_proxy 127.0.0.1:3000\n" +
+		"\twhatsapp_media {\n" +
+		"\t\tmax_size 10MiB\n" +
+		"\t\taccounts static {\n" +
+		"\t\t\taccount acme {\n" +
+		"\t\t\t\ttoken_sha256 " + sha256Hex("t") + "\n" +
+		"\t\t\t\tplan premium\n" +
+		"\t\t\t\tmeta_token {env.ACME_META_TOKEN}\n" +
+		"\t\t\t\tphone_numbers 106540352242922\n" +
+		"\t\t\t}\n\t\t}\n\t}\n}\n"
+	out, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), nil)
+	require.NoError(t, err)
+	assert.Empty(t, warnings)
+	var cfg struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Routes []struct {
+						Handle []struct {
+							Routes []struct {
+								Handle []json.RawMessage `json:"handle"`
+							} `json:"routes"`
+						} `json:"handle"`
+					} `json:"routes"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	require.NoError(t, json.Unmarshal(out, &cfg))
+	srv := cfg.Apps.HTTP.Servers["srv0"]
+	require.Len(t, srv.Routes, 1)
+	sub := srv.Routes[0].Handle[0].Routes
+	require.Len(t, sub, 1, "%s", out)
+	require.Len(t, sub[0].Handle, 2, "%s", out)
+	assert.JSONEq(t, `{
+		"handler": "whatsapp_media",
+		"max_size": 10485760,
+		"accounts": {
+			"source": "static",
+			"accounts": {
+				"acme": {
+					"token_sha256": "`+sha256Hex("t")+`",
+					"plan": "premium",
+					"meta_token": "{env.ACME_META_TOKEN}",
+					"phone_numbers": ["106540352242922"]
+				}
+			}
+		}
+	}`, string(sub[0].Handle[0]))
+	assert.Contains(t, string(sub[0].Handle[1]), `"handler":"reverse_proxy"`)
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/template"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+
+	"github.com/avenping/caddy-whatsapp-media/metaemu"
+)
+
+// Demo values, printed at start.
+const (
+	demoToken          = "demo-premium-token"
+	demoDeveloperToken = "demo-developer-token"
+	demoMetaToken      = "demo-meta-access-token"
+	demoPhone          = "106540352242922"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "demo",
+		Usage: "[--listen <addr>]",
+		Short: "Runs the media gateway locally against an emulated Meta API",
+		Long: `
+Starts Caddy with the whatsapp_media handler on localhost, with demo
+accounts, an emulator of Meta's Graph API and media CDN, and a stand-in for
+the AvenPing app behind it. No Meta account is needed: the public docs'
+curl examples work against it once the host and token are swapped for the
+values printed at start. Stop it with Ctrl-C.`,
+		CobraFunc: func(cmd *cobra.Command) {
+			cmd.Flags().String("listen", "localhost:8080", "The address the gateway listens on")
+			cmd.RunE = caddycmd.WrapCommandFuncForCobra(runDemo)
+		},
+	})
+}
+
+var demoCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
+	admin off
+	auto_https off
+	persist_config off
+}
+
+http://{{.Listen}} {
+	whatsapp_media {
+		graph_url {{.GraphURL}}
+		accounts static {
+			account demo {
+				token         {{.Token}}
+				plan          premium
+				meta_token    {{.MetaToken}}
+				phone_numbers {{.Phone}}
+			}
+			account demo-developer {
+				token         {{.DeveloperToken}}
+				plan          developer
+				meta_token    {{.MetaToken}}
+				phone_numbers {{.Phone}}
+			}
+		}
+	}
+	reverse_proxy {{.AppAddr}}
+}
+`))
+
+func runDemo(fl caddycmd.Flags) (int, error) {
+	listen := fl.String("listen")
+	emu, err := metaemu.New(metaemu.Config{Tokens: map[string][]string{demoMetaToken: {demoPhone}}})
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	defer emu.Close()
+	graphURL, stopGraph, err := serveLoopback(emu)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	defer stopGraph()
+	appURL, stopApp, err := serveLoopback(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		fmt.Fprintf(w, "{\"success\":true,\"data\":{\"servedBy\":\"the AvenPing app stand-in\",\"path\":%q}}\n", r.URL.Path)
+	}))
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	defer stopApp()
+
+	var cf bytes.Buffer
+	err = demoCaddyfile.Execute(&cf, map[string]string{
+		"Listen": listen, "GraphURL": graphURL, "AppAddr": strings.TrimPrefix(appURL, "http://"),
+		"Token": demoToken, "DeveloperToken": demoDeveloperToken, "MetaToken": demoMetaToken, "Phone": demoPhone,
+	})
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	cfgJSON, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(cf.Bytes(), map[string]any{"filename": "demo"})
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("adapting the demo config: %v", err)
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(os.Stderr, "warning:", w.String())
+	}
+	if err := caddy.Load(cfgJSON, true); err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	defer func() { _ = caddy.Stop() }()
+
+	photo, err := writeSamplePhoto()
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	defer os.RemoveAll(filepath.Dir(photo))
+
+	base := "http://" + listen
+	fmt.Printf(`
+caddy-whatsapp-media demo
+  gateway          %s  (media routes; everything else goes to the app stand-in)
+  Meta emulator    %s
+  API token        %s   (premium plan)
+  developer token  %s   (answers 403 DEVELOPER_PLAN_REQUIRED)
+  phoneNumberId    %s
+  sample photo     %s
+
+Upload (multipart):
+  curl -sS -X POST "%[1]s/v2/media/upload" \
+    -H "Authorization: Bearer %[3]s" \
+    -F "phoneNumberId=%[5]s" \
+    -F "file=@%[6]s;type=image/jpeg"
+
+Upload (raw body):
+  curl -sS -X POST "%[1]s/v2/media/upload" \
+    -H "Authorization: Bearer %[3]s" \
+    -H "X-Phone-Number-Id: %[5]s" \
+    -H "X-Filename: photo.jpg" \
+    -H "Content-Type: image/jpeg" \
+    --data-binary "@%[6]s"
+
+Download (with a mediaId from an upload):
+  curl -sS -L "%[1]s/v2/media/MEDIA_ID_FROM_META/download?disposition=attachment" \
+    -H "Authorization: Bearer %[3]s" \
+    -o "download.bin"
+
+Press Ctrl-C to stop.
+`, base, graphURL, demoToken, demoDeveloperToken, demoPhone, photo)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	fmt.Println("\nstopping")
+	return caddy.ExitCodeSuccess, nil
+}
+
+// serveLoopback serves h on a free loopback port.
+func serveLoopback(h http.Handler) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String(), func() { _ = srv.Close() }, nil
+}
+
+// writeSamplePhoto writes a small JPEG to try the upload with.
+func writeSamplePhoto() (string, error) {
+	dir, err := os.MkdirTemp("", "whatsapp-media-demo-*")
+	if err != nil {
+		return "", err
+	}
+	img := image.NewRGBA(image.Rect(0, 0, 320, 240))
+	for y := 0; y < 240; y++ {
+		for x := 0; x < 320; x++ {
+			img.Set(x, y, color.RGBA{R: uint8(x * 255 / 320), G: uint8(y * 255 / 240), B: 160, A: 255})
+		}
+	}
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 85}); err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, "photo.jpg")
+	return p, os.WriteFile(p, buf.Bytes(), 0o644)
+}

@@ -1,0 +1,128 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const httpPort = "9080"
+
+func caddyfile(graphURL, appAddr, extra string) string {
+	return fmt.Sprintf(`{
+	admin localhost:2999
+	http_port %s
+	auto_https off
+	skip_install_trust
+}
+
+http://localhost:%s {
+	whatsapp_media {
+		graph_url %s
+		%s
+		accounts static {
+			account acme {
+				token %s
+				plan premium
+				meta_token %s
+				phone_numbers %s
+			}
+			account dev {
+				token %s
+				plan developer
+				meta_token %s
+				phone_numbers %s
+			}
+		}
+	}
+	reverse_proxy %s
+}
+`, httpPort, httpPort, graphURL, extra, apiToken, metaToken, phone, devToken, metaToken, phone, appAddr)
+}
+
+func TestCaddyUploadAndPassThrough(t *testing.T) {
+	skipShort(t)
+	emu, graphURL := startEmulator(t)
+	tester := caddytest.NewTester(t)
+	tester.InitServer(caddyfile(graphURL, startApp(t), ""), "caddyfile")
+	base := "http://localhost:" + httpPort
+
+	t.Run("other paths reach the app", func(t *testing.T) {
+		resp, body := tester.AssertGetResponse(base+"/v2/messages", 200, "app:/v2/messages")
+		assert.Equal(t, "app", resp.Header.Get("X-Served-By"))
+		_ = body
+	})
+
+	t.Run("multipart upload", func(t *testing.T) {
+		data := jpeg(256 << 10)
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		require.NoError(t, mw.WriteField("phoneNumberId", phone))
+		fw, err := mw.CreateFormFile("file", "photo.jpg")
+		require.NoError(t, err)
+		_, _ = fw.Write(data)
+		require.NoError(t, mw.Close())
+		req, _ := http.NewRequest(http.MethodPost, base+"/v2/media/upload", &buf)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		req.Header.Set("Authorization", "Bearer "+apiToken)
+		resp := tester.AssertResponseCode(req, 200)
+		var out struct {
+			Success bool `json:"success"`
+			Data    struct {
+				MediaID string `json:"mediaId"`
+			} `json:"data"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+		resp.Body.Close()
+		got, m := stored(t, emu, out.Data.MediaID)
+		assert.Equal(t, data, got)
+		assert.Equal(t, "image/jpeg", m.MimeType)
+	})
+
+	t.Run("refusal without contacting Meta", func(t *testing.T) {
+		before := len(emu.Requests())
+		req, _ := http.NewRequest(http.MethodPost, base+"/v2/media/upload", strings.NewReader("x"))
+		req.Header.Set("X-API-Token", devToken)
+		req.Header.Set("X-Phone-Number-Id", phone)
+		_, body := tester.AssertResponse(req, 403, `{"success":false,"error":"DEVELOPER_PLAN_REQUIRED","message":"API access requires a Premium or Enterprise plan"}`+"\n")
+		_ = body
+		assert.Len(t, emu.Requests(), before)
+	})
+}
+
+// TestCaddyExpectContinueTooLarge checks that a client announcing a body
+// larger than max_size with Expect: 100-continue gets 413 at once and is
+// never asked for the body.
+func TestCaddyExpectContinueTooLarge(t *testing.T) {
+	skipShort(t)
+	emu, graphURL := startEmulator(t)
+	tester := caddytest.NewTester(t)
+	tester.InitServer(caddyfile(graphURL, startApp(t), "max_size 1MiB"), "caddyfile")
+
+	conn, err := net.DialTimeout("tcp", "127.0.0.1:"+httpPort, 5*time.Second)
+	require.NoError(t, err)
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = fmt.Fprintf(conn, "POST /v2/media/upload HTTP/1.1\r\nHost: localhost:%s\r\nAuthorization: Bearer %s\r\n"+
+		"X-Phone-Number-Id: %s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n",
+		httpPort, apiToken, phone, 2<<20)
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	assert.Equal(t, 413, resp.StatusCode, "expected 413 before any 100 Continue")
+	assert.Contains(t, string(body), `"error":"PAYLOAD_TOO_LARGE"`)
+	assert.Empty(t, emu.Requests())
+}
