@@ -35,6 +35,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    spool_dir      <directory>     # default: the system's temp directory
 //	    dial_timeout     <duration>    # default 5s
 //	    response_timeout <duration>    # default 60s
+//	    media_hosts    <host...>       # default lookaside.fbsbx.com *.fbsbx.com *.fbcdn.net *.whatsapp.net
 //	    accounts       <source> [<args...>] {
 //	        <source options>
 //	    }
@@ -91,6 +92,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			} else {
 				h.ResponseTimeout = caddy.Duration(dur)
 			}
+		case "media_hosts":
+			hosts := d.RemainingArgs()
+			if len(hosts) == 0 {
+				return d.ArgErr()
+			}
+			if _, err := newHostList(hosts, nil); err != nil {
+				return d.Err(err.Error())
+			}
+			h.MediaHosts = append(h.MediaHosts, hosts...)
 		case "allowed_plans":
 			plans := d.RemainingArgs()
 			if len(plans) == 0 {

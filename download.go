@@ -1,6 +1,60 @@
 package whatsappmedia
 
-import "net/http"
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// maxRedirects bounds the redirects followed from a media URL.
+const maxRedirects = 5
+
+var (
+	errMediaNotFound = newError(http.StatusNotFound, codeNotFound, "Media URL not found")
+	errBadMediaID    = validationError("mediaId must be 1 to 32 digits")
+	errBadDisp       = validationError("disposition must be inline or attachment")
+	errHostRefused   = newError(http.StatusBadGateway, codeUpstreamError, "The media URL points outside Meta's media hosts")
+	errCDNRefused    = newError(http.StatusBadGateway, codeUpstreamError, "The WhatsApp media CDN refused the request")
+)
+
+// mediaInfo is the Graph API's answer about a media object.
+type mediaInfo struct {
+	URL      string       `json:"url"`
+	MimeType string       `json:"mime_type"`
+	SHA256   string       `json:"sha256"`
+	FileSize flexibleSize `json:"file_size"`
+	ID       string       `json:"id"`
+
+	digest []byte // SHA256 decoded; nil when Meta's value is unusable
+}
+
+// flexibleSize is file_size as Meta sends it: a JSON string or a number.
+// -1 means absent or unusable.
+type flexibleSize int64
+
+func (s *flexibleSize) UnmarshalJSON(b []byte) error {
+	*s = -1
+	v := strings.Trim(string(b), `"`)
+	if n, err := parseDigits(v); err == nil {
+		*s = flexibleSize(n)
+	}
+	return nil
+}
 
 // serveDownload serves GET and HEAD {prefix}/{mediaId}/download (contract
 // section 6).
@@ -8,11 +62,406 @@ func (h *Handler) serveDownload(w http.ResponseWriter, r *http.Request, mediaID 
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return methodNotAllowed("GET, HEAD")
 	}
-	if _, ae := h.authenticate(r); ae != nil {
+	acct, ae := h.authenticate(r)
+	if ae != nil {
 		return ae
 	}
+	setAccountVars(r, acct)
 	if !isDigits(mediaID, 32) {
-		return validationError("mediaId must be 1 to 32 digits")
+		return errBadMediaID
 	}
-	return newError(http.StatusNotImplemented, "NOT_IMPLEMENTED", "Downloads are not served yet")
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return validationError("Malformed query string")
+	}
+	disposition := "inline"
+	switch d := q["disposition"]; {
+	case len(d) > 1:
+		return errBadDisp
+	case len(d) == 1 && d[0] == "attachment":
+		disposition = "attachment"
+	case len(d) == 1 && d[0] != "inline":
+		return errBadDisp
+	}
+	var phone string
+	if p := q["phoneNumberId"]; len(p) > 0 {
+		if len(p) > 1 || !isDigits(p[0], 64) {
+			return validationError("phoneNumberId must be a Meta phone number id (digits only)")
+		}
+		phone = p[0]
+		if ae := authorizePhone(acct, phone); ae != nil {
+			return ae
+		}
+		setPhoneVar(r, phone)
+	}
+
+	info, ae := h.mediaInfo(r.Context(), acct, mediaID, phone)
+	if ae != nil {
+		return ae
+	}
+	size := int64(info.FileSize)
+
+	hdr := w.Header()
+	ctype := info.MimeType
+	if mediaType(ctype) == "" {
+		ctype = "application/octet-stream"
+	}
+	hdr.Set("Content-Type", ctype)
+	hdr.Set("Content-Disposition", disposition+`; filename="`+mediaID+extensionFor(ctype)+`"`)
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	hdr.Set("Cache-Control", "private, no-cache")
+	var etag string
+	if info.digest != nil {
+		etag = `"` + hex.EncodeToString(info.digest) + `"`
+		hdr.Set("ETag", etag)
+		hdr.Set("Repr-Digest", "sha-256=:"+base64.StdEncoding.EncodeToString(info.digest)+":")
+	}
+	if etag != "" && etagListMatches(r.Header.Get("If-None-Match"), etag) {
+		for _, k := range []string{"Content-Type", "Content-Disposition"} {
+			hdr.Del(k)
+		}
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+
+	// The range, if any: one range, resolved against Meta's file_size.
+	var rng *byteRange
+	if rh := r.Header.Get("Range"); rh != "" && size > 0 && ifRangeHolds(r.Header.Get("If-Range"), etag) {
+		br, ok := parseRange(rh, size)
+		if !ok {
+			clearDownloadHeaders(hdr)
+			hdr.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+			return newError(http.StatusRequestedRangeNotSatisfiable, "RANGE_NOT_SATISFIABLE", "The requested range cannot be served")
+		}
+		rng = &br
+	}
+	if size >= 0 {
+		hdr.Set("Accept-Ranges", "bytes")
+	}
+	status, want := http.StatusOK, size
+	if rng != nil {
+		status, want = http.StatusPartialContent, rng.length()
+		hdr.Set("Content-Range", rng.contentRange(size))
+	}
+	if want >= 0 {
+		hdr.Set("Content-Length", strconv.FormatInt(want, 10))
+	}
+	if r.Method == http.MethodHead {
+		w.WriteHeader(status)
+		return nil
+	}
+
+	resp, ae := h.fetchMedia(r, acct, mediaID, phone, &info, rng)
+	if ae != nil {
+		clearDownloadHeaders(hdr)
+		return ae
+	}
+	defer resp.Body.Close()
+	body := io.Reader(resp.Body)
+	if rng != nil && resp.StatusCode == http.StatusOK {
+		// The CDN ignored the range: skip to it ourselves.
+		if _, err := io.CopyN(io.Discard, resp.Body, rng.start); err != nil {
+			clearDownloadHeaders(hdr)
+			return classifyTransportError(err)
+		}
+		body = io.LimitReader(resp.Body, want+1) // one more, to notice a longer body
+		resp.ContentLength = -1
+	}
+	if want >= 0 && resp.ContentLength >= 0 && rng == nil && resp.ContentLength != want {
+		clearDownloadHeaders(hdr)
+		h.logDownloadAbort(r, mediaID, &info, "length_mismatch", 0, want)
+		return errUpstreamBadAnswer.withCause(fmt.Errorf("cdn content-length %d, meta file_size %d", resp.ContentLength, want))
+	}
+	if want < 0 {
+		want = resp.ContentLength // unknown size: trust the CDN's framing
+	}
+	var verify []byte
+	if rng == nil {
+		verify = info.digest
+	}
+	setMediaVars(r, mediaID, 0)
+	w.WriteHeader(status)
+	n, reason, err := copyVerified(w, body, want, verify)
+	setMediaVars(r, mediaID, n)
+	if reason != "" {
+		// Whatever the client got must not look complete: break the
+		// connection rather than end the response cleanly. The last
+		// bytes were held back, so even a full-length body is short.
+		h.logDownloadAbort(r, mediaID, &info, reason, n, want, zap.NamedError("cause", err))
+		metrics.downloadAbort.WithLabelValues(reason).Inc()
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+// clearDownloadHeaders removes the headers of a file answer when an error
+// envelope replaces it.
+func clearDownloadHeaders(hdr http.Header) {
+	for _, k := range []string{"Content-Type", "Content-Disposition", "Content-Length", "Content-Range",
+		"ETag", "Repr-Digest", "Accept-Ranges", "Cache-Control"} {
+		hdr.Del(k)
+	}
+}
+
+// copyVerified copies src to w and checks that exactly want bytes came
+// (when want >= 0) and that their SHA-256 is verify (when not nil). The
+// last chunk read is written only once src has ended and everything has
+// checked out, so a failed transfer never delivers the full length. It
+// returns the bytes written and, when the copy failed, a reason for logs
+// and metrics.
+func copyVerified(w io.Writer, src io.Reader, want int64, verify []byte) (int64, string, error) {
+	bpA, bpB := bufPool.Get().(*[]byte), bufPool.Get().(*[]byte)
+	defer bufPool.Put(bpA)
+	defer bufPool.Put(bpB)
+	cur, spare := *bpA, *bpB
+	var hasher hash.Hash
+	if verify != nil {
+		hasher = sha256.New()
+	}
+	var pending []byte
+	var read, written int64
+	for {
+		n, err := src.Read(spare)
+		if n > 0 {
+			read += int64(n)
+			if want >= 0 && read > want {
+				return written, "too_long", fmt.Errorf("cdn sent more than %d bytes", want)
+			}
+			if hasher != nil {
+				hasher.Write(spare[:n])
+			}
+			if len(pending) > 0 {
+				m, werr := w.Write(pending)
+				written += int64(m)
+				if werr != nil {
+					return written, "client_write", werr
+				}
+			}
+			pending = spare[:n]
+			cur, spare = spare, cur
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return written, "cdn_read", err
+		}
+	}
+	if want >= 0 && read != want {
+		return written, "truncated", fmt.Errorf("cdn sent %d of %d bytes", read, want)
+	}
+	if hasher != nil && !bytes.Equal(hasher.Sum(nil), verify) {
+		return written, "digest_mismatch", errors.New("the bytes do not match meta's sha256")
+	}
+	m, err := w.Write(pending)
+	written += int64(m)
+	if err != nil {
+		return written, "client_write", err
+	}
+	return written, "", nil
+}
+
+func (h *Handler) logDownloadAbort(r *http.Request, mediaID string, info *mediaInfo, reason string, n, want int64, extra ...zap.Field) {
+	level := zapcore.ErrorLevel
+	if reason == "client_write" || r.Context().Err() != nil {
+		level = zapcore.DebugLevel // the client went away: nothing is wrong here
+	}
+	if ce := h.logger.Check(level, "download broken off"); ce != nil {
+		ce.Write(append([]zap.Field{
+			zap.String("media_id", mediaID), zap.String("reason", reason),
+			zap.String("meta_sha256", info.SHA256), zap.Int64("bytes_sent", n), zap.Int64("bytes_expected", want),
+		}, extra...)...)
+	}
+}
+
+// mediaInfo asks the Graph API for a media object's metadata.
+func (h *Handler) mediaInfo(ctx context.Context, acct *Account, mediaID, phone string) (mediaInfo, *apiError) {
+	u := h.graphBase + "/" + mediaID
+	if phone != "" {
+		u += "?phone_number_id=" + phone
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return mediaInfo{}, errInternal.withCause(err)
+	}
+	req.Header = http.Header{
+		"Authorization": {"Bearer " + acct.MetaToken},
+		"User-Agent":    {userAgent},
+		"Accept":        {"application/json"},
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return mediaInfo{}, classifyTransportError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		ae := upstreamAnswerError(resp)
+		var me *metaAPIErr
+		if errors.As(ae.cause, &me) && me.status == http.StatusBadRequest && me.meta.Code == 100 && me.meta.Subcode == 33 {
+			nf := errMediaNotFound.withCause(ae.cause)
+			nf.Details = ae.Details
+			return mediaInfo{}, nf
+		}
+		return mediaInfo{}, ae
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxMetaErrorBody+1))
+	if err != nil {
+		return mediaInfo{}, classifyTransportError(err)
+	}
+	info := mediaInfo{FileSize: -1}
+	if len(raw) > maxMetaErrorBody || json.Unmarshal(raw, &info) != nil {
+		return mediaInfo{}, errUpstreamBadAnswer.withCause(errors.New("unreadable media metadata"))
+	}
+	if info.URL == "" {
+		return mediaInfo{}, errMediaNotFound.withCause(errors.New("media metadata has no url"))
+	}
+	if d, err := hex.DecodeString(info.SHA256); err == nil && len(d) == sha256.Size {
+		info.digest = d
+	}
+	return info, nil
+}
+
+// fetchMedia GETs the media's bytes from the CDN. A 404 or 403 means the
+// URL went stale: it fetches fresh metadata once and tries once more. info
+// is updated to the metadata the answer belongs to.
+func (h *Handler) fetchMedia(r *http.Request, acct *Account, mediaID, phone string, info *mediaInfo, rng *byteRange) (*http.Response, *apiError) {
+	for attempt := 0; ; attempt++ {
+		resp, ae := h.getCDN(r.Context(), acct, info.URL, rng)
+		if ae != nil {
+			return nil, ae
+		}
+		switch resp.StatusCode {
+		case http.StatusOK, http.StatusPartialContent:
+			if rng != nil && resp.StatusCode == http.StatusPartialContent &&
+				resp.Header.Get("Content-Range") != rng.contentRange(int64(info.FileSize)) {
+				resp.Body.Close()
+				return nil, errUpstreamBadAnswer.withCause(fmt.Errorf("cdn answered range %q", resp.Header.Get("Content-Range")))
+			}
+			if rng == nil && resp.StatusCode != http.StatusOK {
+				resp.Body.Close()
+				return nil, errUpstreamBadAnswer.withCause(errors.New("cdn answered 206 to a request without range"))
+			}
+			return resp, nil
+		case http.StatusNotFound, http.StatusForbidden:
+			drainClose(resp)
+			if attempt > 0 {
+				return nil, errMediaNotFound.withCause(fmt.Errorf("cdn answered %d twice", resp.StatusCode))
+			}
+			fresh, ae := h.mediaInfo(r.Context(), acct, mediaID, phone)
+			if ae != nil {
+				return nil, ae
+			}
+			*info = fresh
+		case http.StatusRequestedRangeNotSatisfiable:
+			drainClose(resp)
+			return nil, newError(http.StatusRequestedRangeNotSatisfiable, "RANGE_NOT_SATISFIABLE", "The requested range cannot be served")
+		default:
+			drainClose(resp)
+			return nil, errCDNRefused.withCause(fmt.Errorf("cdn answered %d", resp.StatusCode))
+		}
+	}
+}
+
+// getCDN sends one GET for a media URL, following redirects itself so that
+// every hop is checked against the allow-list before the Meta token goes
+// there.
+func (h *Handler) getCDN(ctx context.Context, acct *Account, rawURL string, rng *byteRange) (*http.Response, *apiError) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, errUpstreamBadAnswer.withCause(errors.New("unparsable media url"))
+	}
+	for hop := 0; ; hop++ {
+		if !h.mediaHosts.allows(u) {
+			return nil, errHostRefused.withCause(fmt.Errorf("media host %q is not allowed", u.Host))
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		if err != nil {
+			return nil, errUpstreamBadAnswer.withCause(err)
+		}
+		req.Header = http.Header{
+			"Authorization": {"Bearer " + acct.MetaToken},
+			"User-Agent":    {userAgent},
+			// Bytes as stored: no transparent decompression, so that
+			// lengths and the digest are the file's own.
+			"Accept-Encoding": {"identity"},
+		}
+		if rng != nil {
+			req.Header.Set("Range", "bytes="+strconv.FormatInt(rng.start, 10)+"-"+strconv.FormatInt(rng.end, 10))
+		}
+		resp, err := h.client.Do(req)
+		if err != nil {
+			return nil, classifyTransportError(err)
+		}
+		if resp.StatusCode < 300 || resp.StatusCode > 399 || resp.StatusCode == http.StatusNotModified {
+			return resp, nil
+		}
+		loc := resp.Header.Get("Location")
+		drainClose(resp)
+		if loc == "" || hop >= maxRedirects {
+			return nil, errCDNRefused.withCause(fmt.Errorf("cdn redirect without location or more than %d redirects", maxRedirects))
+		}
+		next, err := u.Parse(loc)
+		if err != nil {
+			return nil, errUpstreamBadAnswer.withCause(errors.New("unparsable redirect location"))
+		}
+		u = next
+	}
+}
+
+// drainClose discards a small remainder of a body, so the connection can
+// be reused, and closes it.
+func drainClose(resp *http.Response) {
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	resp.Body.Close()
+}
+
+// extensionFor returns the usual file name extension of a MIME type.
+func extensionFor(ctype string) string {
+	if ext, ok := supportedTypes[mediaType(ctype)]; ok {
+		return ext
+	}
+	if exts, err := mime.ExtensionsByType(mediaType(ctype)); err == nil && len(exts) > 0 && isSafeExt(exts[0]) {
+		return exts[0]
+	}
+	return ".bin"
+}
+
+func isSafeExt(ext string) bool {
+	if len(ext) < 2 || len(ext) > 10 || ext[0] != '.' {
+		return false
+	}
+	for _, c := range ext[1:] {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// etagListMatches reports whether an If-None-Match value names etag (weak
+// comparison, RFC 9110 section 13.1.2).
+func etagListMatches(list, etag string) bool {
+	list = strings.TrimSpace(list)
+	if list == "" {
+		return false
+	}
+	if list == "*" {
+		return true
+	}
+	for _, t := range strings.Split(list, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == etag {
+			return true
+		}
+	}
+	return false
+}
+
+// ifRangeHolds reports whether a Range header may be honoured given the
+// If-Range value: absent, or a strong match of our ETag. A date, or any
+// other validator, does not match (we have no Last-Modified), so the whole
+// representation is sent, as RFC 9110 section 13.1.5 says.
+func ifRangeHolds(ifRange, etag string) bool {
+	ifRange = strings.TrimSpace(ifRange)
+	return ifRange == "" || (etag != "" && ifRange == etag)
 }

@@ -84,17 +84,26 @@ type Handler struct {
 	// Default: 60s.
 	ResponseTimeout caddy.Duration `json:"response_timeout,omitempty"`
 
+	// MediaHosts are the hosts that media URLs, and redirects from them,
+	// may point to: the Meta token is sent to no other host. A pattern is a
+	// host name, or "*." and a domain for every name below it. The host of
+	// graph_url is always allowed. Every host but graph_url's (when that is
+	// http) must be reached over https. Default: lookaside.fbsbx.com,
+	// *.fbsbx.com, *.fbcdn.net, *.whatsapp.net.
+	MediaHosts []string `json:"media_hosts,omitempty"`
+
 	// AccountsRaw is the account source that maps API tokens to accounts:
 	// a module in the namespace http.handlers.whatsapp_media.accounts,
 	// chosen by its "source" key (static or introspect). Required.
 	AccountsRaw json.RawMessage `json:"accounts,omitempty" caddy:"namespace=http.handlers.whatsapp_media.accounts inline_key=source"`
 
-	accounts  AccountSource
-	graphBase string
-	client    *http.Client
-	transport *http.Transport
-	logger    *zap.Logger
-	now       func() time.Time
+	accounts   AccountSource
+	graphBase  string
+	mediaHosts hostList
+	client     *http.Client
+	transport  *http.Transport
+	logger     *zap.Logger
+	now        func() time.Time
 }
 
 // CaddyModule returns the Caddy module information.
@@ -142,6 +151,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.SpoolDir = os.TempDir()
 	}
 	h.graphBase = strings.TrimRight(h.GraphURL, "/") + "/" + h.GraphVersion
+	if len(h.MediaHosts) == 0 {
+		h.MediaHosts = DefaultMediaHosts
+	}
+	graph, err := url.Parse(h.GraphURL)
+	if err != nil {
+		return fmt.Errorf("graph_url: %v", err)
+	}
+	if h.mediaHosts, err = newHostList(h.MediaHosts, graph); err != nil {
+		return err
+	}
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
 
 	if h.AccountsRaw == nil {
 		return fmt.Errorf("accounts: an account source is required")

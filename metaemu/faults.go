@@ -21,6 +21,17 @@ const (
 	Reset
 	// Delay waits for Delay, then serves the request normally.
 	Delay
+	// CutBody (cdn) sends the headers of the whole file and AfterBytes of
+	// its bytes, then drops the connection.
+	CutBody
+	// Corrupt (cdn) serves the file with the byte at offset AfterBytes
+	// flipped.
+	Corrupt
+	// Redirect answers 302 to Location, or to the same URL when Location
+	// is empty (use Times to let the next request through).
+	Redirect
+	// Slow (cdn) serves the file in 16 KiB pieces, Delay apart.
+	Slow
 )
 
 // Fault breaks requests to one route of the emulator.
@@ -37,6 +48,7 @@ type Fault struct {
 	Body        []byte
 	AfterBytes  int64
 	Delay       time.Duration
+	Location    string
 
 	used int
 }
@@ -101,6 +113,13 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, f *Fault) bo
 			}
 		}
 		panic(http.ErrAbortHandler)
+	case Redirect:
+		loc := f.Location
+		if loc == "" {
+			loc = r.URL.RequestURI()
+		}
+		http.Redirect(w, r, loc, http.StatusFound)
+		return true
 	case Delay:
 		select {
 		case <-time.After(f.Delay):

@@ -165,6 +165,14 @@ func (s *Server) Reset() {
 	s.uploads, s.requests, s.faults = nil, nil, nil
 }
 
+// SetCDNBase sets the scheme and host put in media URLs from now on ("" for
+// the emulator's own address).
+func (s *Server) SetCDNBase(base string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg.CDNBase = base
+}
+
 // Media returns a stored media object.
 func (s *Server) Media(id string) (Media, bool) {
 	s.mu.Lock()
@@ -233,9 +241,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}()
 
+	var bodyFault *Fault
 	if f := s.takeFault(route); f != nil {
-		if s.applyFault(w, r, f) {
-			return
+		switch f.Kind {
+		case CutBody, Corrupt, Slow:
+			bodyFault = f // applied while serving the bytes
+		default:
+			if s.applyFault(w, r, f) {
+				return
+			}
 		}
 	}
 	switch route {
@@ -244,7 +258,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "media":
 		s.serveMedia(w, r, m[1])
 	case "cdn":
-		s.serveCDN(w, r)
+		s.serveCDN(w, r, bodyFault)
 	default:
 		writeMetaError(w, http.StatusBadRequest, metaErr{Message: "Unknown path components: " + r.URL.Path,
 			Type: "OAuthException", Code: 2500})
@@ -511,7 +525,9 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, id string) {
 
 // mediaURL returns a signed URL for the media's bytes that works until exp.
 func (s *Server) mediaURL(r *http.Request, id string, exp time.Time) string {
+	s.mu.Lock()
 	base := s.cfg.CDNBase
+	s.mu.Unlock()
 	if base == "" {
 		scheme := "http"
 		if r.TLS != nil {
@@ -529,7 +545,7 @@ func (s *Server) sign(id, ext string) string {
 	return hex.EncodeToString(mac.Sum(nil))[:32]
 }
 
-func (s *Server) serveCDN(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveCDN(w http.ResponseWriter, r *http.Request, fault *Fault) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
@@ -571,7 +587,50 @@ func (s *Server) serveCDN(w http.ResponseWriter, r *http.Request) {
 	defer f.Close()
 	w.Header().Set("Content-Type", m.MimeType)
 	w.Header().Set("Cache-Control", "private, max-age=300")
-	http.ServeContent(w, r, "", m.Created, f)
+	if fault == nil {
+		http.ServeContent(w, r, "", m.Created, f)
+		return
+	}
+	s.serveFaultyBody(w, r, f, m.Size, fault)
+}
+
+// serveFaultyBody serves a whole file (no ranges) broken as fault says.
+func (s *Server) serveFaultyBody(w http.ResponseWriter, r *http.Request, f *os.File, size int64, fault *Fault) {
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	w.WriteHeader(http.StatusOK)
+	switch fault.Kind {
+	case CutBody:
+		_, _ = io.CopyN(w, f, fault.AfterBytes)
+		_ = http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler)
+	case Corrupt:
+		data, _ := io.ReadAll(f)
+		if fault.AfterBytes < int64(len(data)) {
+			data[fault.AfterBytes] ^= 0xFF
+		}
+		_, _ = w.Write(data)
+	case Slow:
+		buf := make([]byte, 16<<10)
+		for {
+			n, err := f.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return
+				}
+				_ = http.NewResponseController(w).Flush()
+			}
+			if err != nil {
+				return
+			}
+			select {
+			case <-time.After(fault.Delay):
+			case <-r.Context().Done():
+				return
+			case <-s.closed:
+				return
+			}
+		}
+	}
 }
 
 // newID returns a media id shaped like Meta's: 15 or 16 digits.
