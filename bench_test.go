@@ -120,3 +120,73 @@ func TestUploadAllocationsIndependentOfSize(t *testing.T) {
 		require.Less(t, large, 2*small+(1<<20), "%s upload allocations grow with the file size", mode)
 	}
 }
+
+// bigMedia stores n pattern bytes at the emulator (on disk) and returns
+// the media id.
+func bigMedia(tb testing.TB, e *env, n int64) string {
+	tb.Helper()
+	data, err := io.ReadAll(&patternReader{n: n})
+	require.NoError(tb, err)
+	id, err := e.emu.AddMedia(phoneA, "application/pdf", data)
+	require.NoError(tb, err)
+	return id
+}
+
+func downloadOnce(tb testing.TB, e *env, id string, n int64) {
+	req, err := http.NewRequest(http.MethodGet, e.url("/v2/media/"+id+"/download"), nil)
+	require.NoError(tb, err)
+	req.Header.Set("Authorization", "Bearer "+tokPremium)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(tb, err)
+	got, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	require.NoError(tb, err)
+	require.Equal(tb, 200, resp.StatusCode)
+	require.Equal(tb, n, got)
+}
+
+// BenchmarkDownload measures whole downloads (client, gateway, emulator
+// serving from disk, in one process). B/op stays the same order from
+// 1 MB to 100 MB.
+//
+//	go test -run '^$' -bench BenchmarkDownload -benchmem .
+func BenchmarkDownload(b *testing.B) {
+	for _, n := range []int64{1 << 20, 100 << 20} {
+		b.Run(strconv.FormatInt(n>>20, 10)+"MB", func(b *testing.B) {
+			e := newEnv(b)
+			id := bigMedia(b, e, n)
+			downloadOnce(b, e, id, n)
+			b.SetBytes(n)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				downloadOnce(b, e, id, n)
+			}
+		})
+	}
+}
+
+// TestDownloadAllocationsIndependentOfSize compares the bytes allocated by
+// whole 1 MiB and 64 MiB downloads.
+func TestDownloadAllocationsIndependentOfSize(t *testing.T) {
+	if testing.Short() {
+		t.Skip("moves 200 MB")
+	}
+	e := newEnv(t)
+	allocated := func(n int64) uint64 {
+		id := bigMedia(t, e, n)
+		downloadOnce(t, e, id, n) // warm up
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		const runs = 3
+		for i := 0; i < runs; i++ {
+			downloadOnce(t, e, id, n)
+		}
+		runtime.ReadMemStats(&after)
+		return (after.TotalAlloc - before.TotalAlloc) / runs
+	}
+	small, large := allocated(1<<20), allocated(64<<20)
+	t.Logf("%d bytes allocated per 1 MiB download, %d per 64 MiB download", small, large)
+	require.Less(t, large, 2*small+(1<<20), "download allocations grow with the file size")
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/avenping/caddy-whatsapp-media/metaemu"
 )
 
 var (
@@ -247,4 +250,130 @@ func TestEndToEndSeedUploads(t *testing.T) {
 
 	assert.NotContains(t, p.logs.String(), metaToken)
 	assert.NotContains(t, p.logs.String(), apiToken)
+}
+
+// curlCode runs curl and returns its output and exit code (curl's codes
+// say what went wrong: 18 is a partial file).
+func curlCode(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "curl", args...).Output()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(out), ee.ExitCode()
+	}
+	require.NoError(t, err)
+	return string(out), 0
+}
+
+func fileSHA(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return sha256Hex(b)
+}
+
+// TestEndToEndSeedDownload runs the public docs' download example, with
+// the host and token swapped, against the built binary, then a resume of
+// a broken download with curl -C -.
+func TestEndToEndSeedDownload(t *testing.T) {
+	skipShort(t)
+	t.Setenv("E2E_META_TOKEN", metaToken)
+	emu, graphURL := startEmulator(t)
+	p := startCaddy(t, gatewayBlock(graphURL, startApp(t), ""))
+
+	doc := make([]byte, 3_000_000)
+	_, _ = rand.Read(doc)
+	copy(doc, "%PDF-1.7")
+	id, err := emu.AddMedia(phone, "application/pdf", doc)
+	require.NoError(t, err)
+	dir := t.TempDir()
+
+	t.Run("seed example", func(t *testing.T) {
+		out := filepath.Join(dir, "download.bin")
+		headers := filepath.Join(dir, "headers.txt")
+		curl(t, "-sS", "-L", p.base+"/v2/media/"+id+"/download?disposition=attachment",
+			"-H", "Authorization: Bearer "+apiToken,
+			"-o", out, "-D", headers)
+		assert.Equal(t, sha256Hex(doc), fileSHA(t, out))
+		h, err := os.ReadFile(headers)
+		require.NoError(t, err)
+		hs := strings.ToLower(string(h))
+		assert.Contains(t, hs, "http/1.1 200 ok")
+		assert.Contains(t, hs, "content-type: application/pdf\r\n")
+		assert.Contains(t, hs, "content-length: 3000000\r\n")
+		assert.Contains(t, hs, `content-disposition: attachment; filename="`+id+`.pdf"`)
+		assert.Contains(t, hs, `etag: "`+sha256Hex(doc)+`"`)
+		assert.Contains(t, hs, "repr-digest: sha-256=:")
+	})
+
+	t.Run("unknown media", func(t *testing.T) {
+		out := curl(t, "-sS", p.base+"/v2/media/1234567890/download", "-H", "Authorization: Bearer "+apiToken)
+		assert.Contains(t, out, `"success":false,"error":"NOT_FOUND","message":"Media URL not found"`)
+	})
+
+	t.Run("curl -C - resumes a broken download", func(t *testing.T) {
+		out := filepath.Join(dir, "resumed.bin")
+		emu.Inject(metaemuCut(1_200_000))
+		_, code := curlCode(t, "-sS", p.base+"/v2/media/"+id+"/download", "-H", "Authorization: Bearer "+apiToken, "-o", out)
+		assert.Equal(t, 18, code, "curl must see a partial file, not a complete one")
+		fi, err := os.Stat(out)
+		require.NoError(t, err)
+		require.Less(t, fi.Size(), int64(len(doc)))
+		_, code = curlCode(t, "-sS", "-C", "-", p.base+"/v2/media/"+id+"/download", "-H", "Authorization: Bearer "+apiToken, "-o", out)
+		assert.Equal(t, 0, code)
+		assert.Equal(t, sha256Hex(doc), fileSHA(t, out))
+		cdn := 0
+		for _, r := range emu.Requests() {
+			if r.Route == "cdn" && r.Header.Get("Range") != "" {
+				cdn++
+				assert.Equal(t, fmt.Sprintf("bytes=%d-%d", fi.Size(), len(doc)-1), r.Header.Get("Range"))
+			}
+		}
+		assert.Equal(t, 1, cdn, "the resume did not reach the CDN as a range")
+	})
+
+	assert.NotContains(t, p.logs.String(), metaToken)
+}
+
+// TestEndToEnd100MB uploads a 100 MB document through the built binary
+// with curl and downloads it again, comparing hashes.
+func TestEndToEnd100MB(t *testing.T) {
+	skipShort(t)
+	t.Setenv("E2E_META_TOKEN", metaToken)
+	emu, graphURL := startEmulator(t)
+	p := startCaddy(t, gatewayBlock(graphURL, startApp(t), ""))
+	dir := t.TempDir()
+	src := filepath.Join(dir, "big.pdf")
+	f, err := os.Create(src)
+	require.NoError(t, err)
+	_, err = f.WriteString("%PDF-1.7\n")
+	require.NoError(t, err)
+	_, err = io.CopyN(f, rand.Reader, 100_000_000-9)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	want := fileSHA(t, src)
+
+	out := curl(t, "-sS", "-X", "POST", p.base+"/v2/media/upload",
+		"-H", "Authorization: Bearer "+apiToken,
+		"-H", "X-Phone-Number-Id: "+phone,
+		"-H", "X-Filename: big.pdf",
+		"-H", "Content-Type: application/pdf",
+		"--data-binary", "@"+src)
+	var a uploadAnswer
+	require.NoError(t, json.Unmarshal([]byte(out), &a), out)
+	require.True(t, a.Success, out)
+	m, ok := emu.Media(a.Data.MediaID)
+	require.True(t, ok)
+	assert.Equal(t, want, m.SHA256)
+	assert.Equal(t, int64(100_000_000), m.Size)
+
+	dst := filepath.Join(dir, "download.bin")
+	curl(t, "-sS", "-L", p.base+"/v2/media/"+a.Data.MediaID+"/download?disposition=attachment",
+		"-H", "Authorization: Bearer "+apiToken, "-o", dst)
+	assert.Equal(t, want, fileSHA(t, dst))
+}
+
+func metaemuCut(after int64) metaemu.Fault {
+	return metaemu.Fault{Route: "cdn", Kind: metaemu.CutBody, AfterBytes: after, Times: 1}
 }
