@@ -24,6 +24,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		spool_dir        /var/tmp
 		dial_timeout     2s
 		response_timeout 90s
+		media_hosts      cdn.example.com *.cdn.example.net
 		accounts static {
 			account acme {
 				token_sha256  ` + sha256Hex("t") + `
@@ -48,6 +49,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	assert.Equal(t, "/var/tmp", h.SpoolDir)
 	assert.Equal(t, caddy.Duration(2*time.Second), h.DialTimeout)
 	assert.Equal(t, caddy.Duration(90*time.Second), h.ResponseTimeout)
+	assert.Equal(t, []string{"cdn.example.com", "*.cdn.example.net"}, h.MediaHosts)
 
 	var src struct {
 		Source   string                    `json:"source"`
@@ -78,6 +80,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		"bad path_prefix":       {`whatsapp_media { path_prefix v2/media }`, "path_prefix must start with '/'"},
 		"bad dial_timeout":      {`whatsapp_media { dial_timeout soon }`, "dial_timeout must be a positive duration"},
 		"bad response_timeout":  {`whatsapp_media { response_timeout -1s }`, "response_timeout must be a positive duration"},
+		"bad media_hosts":       {`whatsapp_media { media_hosts *.com }`, "media_hosts: bad pattern"},
+		"empty media_hosts":     {`whatsapp_media { media_hosts }`, "wrong argument count"},
 		"empty allowed_plans":   {`whatsapp_media { allowed_plans }`, "wrong argument count"},
 		"unknown source":        {`whatsapp_media { accounts ldap }`, "http.handlers.whatsapp_media.accounts.ldap"},
 		"accounts twice":        {"whatsapp_media {\n" + acct + "\n" + acct + "\n}", "accounts is given twice"},

@@ -16,6 +16,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/avenping/caddy-whatsapp-media/metaemu"
 )
 
 const httpPort = "9080"
@@ -125,4 +127,39 @@ func TestCaddyExpectContinueTooLarge(t *testing.T) {
 	assert.Equal(t, 413, resp.StatusCode, "expected 413 before any 100 Continue")
 	assert.Contains(t, string(body), `"error":"PAYLOAD_TOO_LARGE"`)
 	assert.Empty(t, emu.Requests())
+}
+
+func TestCaddyDownload(t *testing.T) {
+	skipShort(t)
+	emu, graphURL := startEmulator(t)
+	tester := caddytest.NewTester(t)
+	tester.InitServer(caddyfile(graphURL, startApp(t), ""), "caddyfile")
+	base := "http://localhost:" + httpPort
+	data := jpeg(200_000)
+	id, err := emu.AddMedia(phone, "image/jpeg", data)
+	require.NoError(t, err)
+
+	req, _ := http.NewRequest(http.MethodGet, base+"/v2/media/"+id+"/download?disposition=attachment", nil)
+	req.Header.Set("Authorization", "Bearer "+apiToken)
+	resp, body := tester.AssertResponse(req, 200, string(data))
+	assert.Equal(t, `attachment; filename="`+id+`.jpg"`, resp.Header.Get("Content-Disposition"))
+	assert.Equal(t, "200000", resp.Header.Get("Content-Length"))
+	_ = body
+
+	req, _ = http.NewRequest(http.MethodGet, base+"/v2/media/"+id+"/download", nil)
+	req.Header.Set("Authorization", "Bearer "+apiToken)
+	req.Header.Set("Range", "bytes=1000-1999")
+	resp, _ = tester.AssertResponse(req, 206, string(data[1000:2000]))
+	assert.Equal(t, "bytes 1000-1999/200000", resp.Header.Get("Content-Range"))
+
+	// A corrupt CDN answer never ends as a clean 200 through Caddy either.
+	emu.Inject(metaemu.Fault{Route: "cdn", Kind: metaemu.Corrupt, AfterBytes: 10, Times: 1})
+	req, _ = http.NewRequest(http.MethodGet, base+"/v2/media/"+id+"/download", nil)
+	req.Header.Set("Authorization", "Bearer "+apiToken)
+	r, err := tester.Client.Do(req)
+	require.NoError(t, err)
+	got, err := io.ReadAll(r.Body)
+	r.Body.Close()
+	assert.Error(t, err)
+	assert.Less(t, len(got), len(data))
 }

@@ -314,7 +314,7 @@ func TestEndToEndSeedDownload(t *testing.T) {
 
 	t.Run("curl -C - resumes a broken download", func(t *testing.T) {
 		out := filepath.Join(dir, "resumed.bin")
-		emu.Inject(metaemuCut(1_200_000))
+		emu.Inject(metaemu.Fault{Route: "cdn", Kind: metaemu.CutBody, AfterBytes: 1_200_000, Times: 1})
 		_, code := curlCode(t, "-sS", p.base+"/v2/media/"+id+"/download", "-H", "Authorization: Bearer "+apiToken, "-o", out)
 		assert.Equal(t, 18, code, "curl must see a partial file, not a complete one")
 		fi, err := os.Stat(out)
@@ -372,8 +372,4 @@ func TestEndToEnd100MB(t *testing.T) {
 	curl(t, "-sS", "-L", p.base+"/v2/media/"+a.Data.MediaID+"/download?disposition=attachment",
 		"-H", "Authorization: Bearer "+apiToken, "-o", dst)
 	assert.Equal(t, want, fileSHA(t, dst))
-}
-
-func metaemuCut(after int64) metaemu.Fault {
-	return metaemu.Fault{Route: "cdn", Kind: metaemu.CutBody, AfterBytes: after, Times: 1}
 }
