@@ -1,0 +1,396 @@
+package whatsappmedia
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/maypok86/otter/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+func init() {
+	caddy.RegisterModule(IntrospectAccounts{})
+}
+
+// Defaults of the introspect account source.
+const (
+	DefaultIntrospectTimeout = 2 * time.Second
+	DefaultCacheTTL          = 30 * time.Second
+	DefaultNegativeTTL       = 5 * time.Second
+	DefaultMaxEntries        = 100_000
+)
+
+// maxIntrospectAnswer bounds the introspection answer read into memory.
+const maxIntrospectAnswer = 64 << 10
+
+// IntrospectAccounts is the production account source: it asks the
+// AvenPing app who owns a token, with a request shaped after OAuth 2.0
+// Token Introspection (RFC 7662), and caches the answers in memory under a
+// hash of the token. See docs/introspection.md for the app's side.
+type IntrospectAccounts struct {
+	// URL is the app's introspection endpoint. It receives POST requests
+	// with the form body token=<api token>. Required.
+	URL string `json:"url,omitempty"`
+
+	// Headers are added to every introspection request, such as a shared
+	// secret. Values accept {env.*} and {file.*} placeholders, expanded
+	// at provision time.
+	Headers map[string][]string `json:"headers,omitempty"`
+
+	// Timeout bounds one introspection request. An app that does not
+	// answer in time is "cannot answer": the gateway fails closed with
+	// 503 AUTH_UNAVAILABLE. Default: 2s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// CacheTTL is how long a positive answer (an active token) is cached.
+	// An entry never outlives the end of the account's plan. Default: 30s.
+	CacheTTL caddy.Duration `json:"cache_ttl,omitempty"`
+
+	// NegativeTTL is how long a negative answer (an unknown or revoked
+	// token) is cached. Failed calls are never cached. Default: 5s.
+	NegativeTTL caddy.Duration `json:"negative_ttl,omitempty"`
+
+	// MaxEntries bounds the number of cached answers; past it, the least
+	// useful entries (by frequency and recency) are evicted.
+	// Default: 100000.
+	MaxEntries int `json:"max_entries,omitempty"`
+
+	cache   *introspectCache
+	poolKey string
+	client  *http.Client
+	headers http.Header
+	logger  *zap.Logger
+}
+
+// introspectAnswer is a cached answer: account nil means inactive.
+type introspectAnswer struct {
+	account *Account
+}
+
+// introspectCache is one cache of answers, shared through introspectPool
+// by every provisioned source with the same settings, so that it survives
+// config reloads (Caddy provisions the new config before cleaning up the
+// old one) and the purge admin endpoint can reach it.
+type introspectCache struct {
+	c *otter.Cache[[sha256.Size]byte, introspectAnswer]
+}
+
+// Destruct implements caddy.Destructor.
+func (ic *introspectCache) Destruct() error {
+	ic.c.InvalidateAll()
+	ic.c.StopAllGoroutines()
+	return nil
+}
+
+var introspectPool = caddy.NewUsagePool()
+
+// CaddyModule returns the Caddy module information.
+func (IntrospectAccounts) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.whatsapp_media.accounts.introspect",
+		New: func() caddy.Module { return new(IntrospectAccounts) },
+	}
+}
+
+// Provision sets defaults, expands placeholders and gets the cache.
+func (s *IntrospectAccounts) Provision(ctx caddy.Context) error {
+	s.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	u, err := url.Parse(repl.ReplaceKnown(s.URL, ""))
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("introspect: url must be an absolute http(s) URL: %q", s.URL)
+	}
+	if s.Timeout == 0 {
+		s.Timeout = caddy.Duration(DefaultIntrospectTimeout)
+	}
+	if s.CacheTTL == 0 {
+		s.CacheTTL = caddy.Duration(DefaultCacheTTL)
+	}
+	if s.NegativeTTL == 0 {
+		s.NegativeTTL = caddy.Duration(DefaultNegativeTTL)
+	}
+	if s.MaxEntries == 0 {
+		s.MaxEntries = DefaultMaxEntries
+	}
+	if s.Timeout < 0 || s.CacheTTL < 0 || s.NegativeTTL < 0 || s.MaxEntries < 0 {
+		return fmt.Errorf("introspect: timeouts, TTLs and max_entries must be positive")
+	}
+	s.headers = make(http.Header, len(s.Headers)+3)
+	names := make([]string, 0, len(s.Headers))
+	for name, vals := range s.Headers {
+		names = append(names, name)
+		for _, v := range vals {
+			s.headers.Add(name, repl.ReplaceKnown(v, ""))
+		}
+	}
+	sort.Strings(names)
+	s.headers.Set("Content-Type", "application/x-www-form-urlencoded")
+	s.headers.Set("Accept", "application/json")
+	s.headers.Set("User-Agent", userAgent)
+	s.URL = u.String()
+	s.client = &http.Client{
+		Transport: newTransport(time.Duration(s.Timeout), time.Duration(s.Timeout)),
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse // a redirect is not an answer
+		},
+	}
+
+	// The cache is shared by sources with the same settings. The key
+	// holds the header names, not their (secret) values.
+	s.poolKey = strings.Join([]string{s.URL, strings.Join(names, ","),
+		strconv.FormatInt(int64(s.CacheTTL), 10), strconv.FormatInt(int64(s.NegativeTTL), 10),
+		strconv.Itoa(s.MaxEntries)}, "|")
+	val, _, err := introspectPool.LoadOrNew(s.poolKey, func() (caddy.Destructor, error) {
+		return s.newCache()
+	})
+	if err != nil {
+		return fmt.Errorf("introspect: cache: %v", err)
+	}
+	s.cache = val.(*introspectCache)
+	return nil
+}
+
+func (s *IntrospectAccounts) newCache() (*introspectCache, error) {
+	pos, neg := time.Duration(s.CacheTTL), time.Duration(s.NegativeTTL)
+	c, err := otter.New(&otter.Options[[sha256.Size]byte, introspectAnswer]{
+		MaximumSize: s.MaxEntries,
+		ExpiryCalculator: otter.ExpiryCreatingFunc(func(e otter.Entry[[sha256.Size]byte, introspectAnswer]) time.Duration {
+			return answerTTL(e.Value, pos, neg, time.Now())
+		}),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &introspectCache{c: c}, nil
+}
+
+// answerTTL is how long an answer may be cached: the negative TTL for a
+// refusal, else the positive TTL, but never past the end of the plan.
+func answerTTL(a introspectAnswer, pos, neg time.Duration, now time.Time) time.Duration {
+	if a.account == nil {
+		return neg
+	}
+	if end := a.account.PlanExpires; !end.IsZero() {
+		left := end.Sub(now)
+		if left <= 0 {
+			return neg // an expired plan: ask again soon, it may be renewed
+		}
+		if left < pos {
+			return left
+		}
+	}
+	return pos
+}
+
+// Cleanup releases this source's reference to the shared cache.
+func (s *IntrospectAccounts) Cleanup() error {
+	if s.poolKey != "" {
+		_, err := introspectPool.Delete(s.poolKey)
+		return err
+	}
+	return nil
+}
+
+// Lookup returns the account of token from the cache, or asks the app.
+// Concurrent look-ups of one token share one call. A failed call is not
+// cached.
+func (s *IntrospectAccounts) Lookup(ctx context.Context, token string) (*Account, error) {
+	key := sha256.Sum256([]byte(token))
+	if a, ok := s.cache.c.GetIfPresent(key); ok { // the hot path: no loader closure
+		return a.result()
+	}
+	a, err := s.cache.c.Get(ctx, key, otter.LoaderFunc[[sha256.Size]byte, introspectAnswer](
+		func(ctx context.Context, _ [sha256.Size]byte) (introspectAnswer, error) {
+			// The call is shared by every caller waiting for this token:
+			// one caller going away must not fail it for the others.
+			return s.introspect(context.WithoutCancel(ctx), token)
+		}))
+	if err != nil {
+		return nil, err
+	}
+	return a.result()
+}
+
+func (a introspectAnswer) result() (*Account, error) {
+	if a.account == nil {
+		return nil, ErrUnknownToken
+	}
+	return a.account, nil
+}
+
+// introspectResponse is the app's answer (contract section 9).
+type introspectResponse struct {
+	Active          bool     `json:"active"`
+	Sub             string   `json:"sub"`
+	Plan            string   `json:"plan"`
+	PlanExpiresAt   *string  `json:"plan_expires_at"`
+	MetaAccessToken string   `json:"meta_access_token"`
+	PhoneNumberIDs  []string `json:"phone_number_ids"`
+	WABAID          string   `json:"waba_id"`
+}
+
+// introspect makes one call to the app.
+func (s *IntrospectAccounts) introspect(ctx context.Context, token string) (introspectAnswer, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(s.Timeout))
+	defer cancel()
+	body := "token=" + url.QueryEscape(token)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL, strings.NewReader(body))
+	if err != nil {
+		return introspectAnswer{}, err
+	}
+	req.Header = s.headers.Clone()
+	start := time.Now()
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return introspectAnswer{}, fmt.Errorf("introspection call: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return introspectAnswer{}, fmt.Errorf("introspection answered status %d", resp.StatusCode)
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxIntrospectAnswer+1))
+	if err != nil {
+		return introspectAnswer{}, fmt.Errorf("introspection answer: %w", err)
+	}
+	if len(raw) > maxIntrospectAnswer {
+		return introspectAnswer{}, errors.New("introspection answer too large")
+	}
+	var ir introspectResponse
+	if err := json.Unmarshal(raw, &ir); err != nil {
+		return introspectAnswer{}, errors.New("introspection answer is not the expected JSON")
+	}
+	if ce := s.logger.Check(zapcore.DebugLevel, "introspection answered"); ce != nil {
+		ce.Write(zap.Bool("active", ir.Active), zap.String("sub", ir.Sub), zap.Duration("duration", time.Since(start)))
+	}
+	if !ir.Active {
+		return introspectAnswer{}, nil
+	}
+	if ir.Sub == "" {
+		return introspectAnswer{}, errors.New("introspection answer is active without sub")
+	}
+	acct := &Account{
+		ID:             ir.Sub,
+		Plan:           ir.Plan,
+		MetaToken:      strings.TrimSpace(ir.MetaAccessToken),
+		PhoneNumberIDs: ir.PhoneNumberIDs,
+	}
+	if ir.PlanExpiresAt != nil && *ir.PlanExpiresAt != "" {
+		t, err := time.Parse(time.RFC3339, *ir.PlanExpiresAt)
+		if err != nil {
+			return introspectAnswer{}, errors.New("introspection answer has a plan_expires_at that is not RFC 3339")
+		}
+		acct.PlanExpires = t
+	}
+	return introspectAnswer{account: acct}, nil
+}
+
+// purgeIntrospectCaches removes the cached answer for token, or every
+// cached answer when token is empty, from every cache of the running
+// configs, and returns how many entries went.
+func purgeIntrospectCaches(token string) int {
+	n := 0
+	key := sha256.Sum256([]byte(token))
+	introspectPool.Range(func(_, v any) bool {
+		ic := v.(*introspectCache)
+		if token == "" {
+			n += ic.c.EstimatedSize()
+			ic.c.InvalidateAll()
+		} else if _, ok := ic.c.Invalidate(key); ok {
+			n++
+		}
+		return true
+	})
+	return n
+}
+
+// UnmarshalCaddyfile sets up the introspect source from Caddyfile tokens.
+// Syntax:
+//
+//	accounts introspect <url> {
+//	    header       <name> <value>   # repeatable
+//	    timeout      <duration>       # default 2s
+//	    cache_ttl    <duration>       # default 30s
+//	    negative_ttl <duration>       # default 5s
+//	    max_entries  <n>              # default 100000
+//	}
+func (s *IntrospectAccounts) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume the source name ("introspect")
+	if !d.Args(&s.URL) {
+		return d.ArgErr()
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if !strings.Contains(s.URL, "{") {
+		if u, err := url.Parse(s.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return d.Errf("introspect url must be an absolute http(s) URL: '%s'", s.URL)
+		}
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		switch opt {
+		case "header":
+			var name, value string
+			if !d.Args(&name, &value) || d.NextArg() {
+				return d.ArgErr()
+			}
+			if s.Headers == nil {
+				s.Headers = make(map[string][]string)
+			}
+			name = http.CanonicalHeaderKey(name)
+			s.Headers[name] = append(s.Headers[name], value)
+		case "timeout", "cache_ttl", "negative_ttl":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("%s must be a positive duration such as 30s: '%s'", opt, v)
+			}
+			switch opt {
+			case "timeout":
+				s.Timeout = caddy.Duration(dur)
+			case "cache_ttl":
+				s.CacheTTL = caddy.Duration(dur)
+			case "negative_ttl":
+				s.NegativeTTL = caddy.Duration(dur)
+			}
+		case "max_entries":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return d.Errf("max_entries must be a positive number: '%s'", v)
+			}
+			s.MaxEntries = n
+		default:
+			return d.Errf("unrecognized accounts introspect option '%s'", opt)
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ AccountSource         = (*IntrospectAccounts)(nil)
+	_ caddy.Provisioner     = (*IntrospectAccounts)(nil)
+	_ caddy.CleanerUpper    = (*IntrospectAccounts)(nil)
+	_ caddyfile.Unmarshaler = (*IntrospectAccounts)(nil)
+	_ caddy.Destructor      = (*introspectCache)(nil)
+)
