@@ -373,3 +373,16 @@ func TestEndToEnd100MB(t *testing.T) {
 		"-H", "Authorization: Bearer "+apiToken, "-o", dst)
 	assert.Equal(t, want, fileSHA(t, dst))
 }
+
+func TestEndToEndHashToken(t *testing.T) {
+	skipShort(t)
+	bin := caddyBinary(t)
+	out, err := exec.Command(bin, "whatsapp-media", "hash-token", "--plaintext", apiToken).Output()
+	require.NoError(t, err)
+	assert.Equal(t, sha256Hex([]byte(apiToken))+"\n", string(out))
+	cmd := exec.Command(bin, "whatsapp-media", "hash-token")
+	cmd.Stdin = strings.NewReader(apiToken + "\n")
+	out, err = cmd.Output()
+	require.NoError(t, err)
+	assert.Equal(t, sha256Hex([]byte(apiToken))+"\n", string(out))
+}
