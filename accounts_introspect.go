@@ -210,8 +210,10 @@ func (s *IntrospectAccounts) Cleanup() error {
 func (s *IntrospectAccounts) Lookup(ctx context.Context, token string) (*Account, error) {
 	key := sha256.Sum256([]byte(token))
 	if a, ok := s.cache.c.GetIfPresent(key); ok { // the hot path: no loader closure
+		metrics.cacheHit.Inc()
 		return a.result()
 	}
+	metrics.cacheMiss.Inc()
 	a, err := s.cache.c.Get(ctx, key, otter.LoaderFunc[[sha256.Size]byte, introspectAnswer](
 		func(ctx context.Context, _ [sha256.Size]byte) (introspectAnswer, error) {
 			// The call is shared by every caller waiting for this token:
@@ -258,6 +260,7 @@ func (s *IntrospectAccounts) introspect(ctx context.Context, token string) (intr
 		return introspectAnswer{}, fmt.Errorf("introspection call: %w", err)
 	}
 	defer resp.Body.Close()
+	observeUpstream("introspection", start)
 	if resp.StatusCode != http.StatusOK {
 		return introspectAnswer{}, fmt.Errorf("introspection answered status %d", resp.StatusCode)
 	}

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -183,6 +184,7 @@ func (h *Handler) serveDownload(w http.ResponseWriter, r *http.Request, mediaID 
 	w.WriteHeader(status)
 	n, reason, err := copyVerified(w, body, want, verify)
 	setMediaVars(r, mediaID, n)
+	metrics.bytes.WithLabelValues("download").Add(float64(n))
 	if reason != "" {
 		// Whatever the client got must not look complete: break the
 		// connection rather than end the response cleanly. The last
@@ -289,10 +291,12 @@ func (h *Handler) mediaInfo(ctx context.Context, acct *Account, mediaID, phone s
 		"User-Agent":    {userAgent},
 		"Accept":        {"application/json"},
 	}
+	start := time.Now()
 	resp, err := h.client.Do(req)
 	if err != nil {
 		return mediaInfo{}, classifyTransportError(err)
 	}
+	observeUpstream("graph", start)
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		ae := upstreamAnswerError(resp)
@@ -388,10 +392,12 @@ func (h *Handler) getCDN(ctx context.Context, acct *Account, rawURL string, rng 
 		if rng != nil {
 			req.Header.Set("Range", "bytes="+strconv.FormatInt(rng.start, 10)+"-"+strconv.FormatInt(rng.end, 10))
 		}
+		start := time.Now()
 		resp, err := h.client.Do(req)
 		if err != nil {
 			return nil, classifyTransportError(err)
 		}
+		observeUpstream("cdn", start)
 		if resp.StatusCode < 300 || resp.StatusCode > 399 || resp.StatusCode == http.StatusNotModified {
 			return resp, nil
 		}

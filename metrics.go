@@ -3,34 +3,89 @@ package whatsappmedia
 import (
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the module's Prometheus collectors. They are created once
-// per process and registered on the metrics registry of every config that
-// provisions the handler, as Caddy's own modules do.
+// metrics are the module's Prometheus collectors, named
+// caddy_whatsapp_media_*. They are created once per process and registered
+// on the metrics registry of every config that provisions the handler, as
+// Caddy's own modules do; they appear on the admin endpoint's /metrics
+// when the global metrics option is on.
 var metrics = struct {
 	once          sync.Once
+	requests      *prometheus.CounterVec
+	inFlight      *prometheus.GaugeVec
+	bytes         *prometheus.CounterVec
+	spooled       prometheus.Counter
+	upstream      *prometheus.HistogramVec
+	accountCache  *prometheus.CounterVec
 	downloadAbort *prometheus.CounterVec
+
+	// Children looked up once, for the hot path.
+	cacheHit, cacheMiss prometheus.Counter
 }{}
 
-func registerMetrics(reg *prometheus.Registry) error {
+func initMetrics() {
 	metrics.once.Do(func() {
+		const ns, sub = "caddy", "whatsapp_media"
+		metrics.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "requests_total",
+			Help: "Media requests by route, status and error code (OK for successes, INCOMPLETE for broken-off downloads).",
+		}, []string{"route", "status", "code"})
+		metrics.inFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "transfers_in_flight",
+			Help: "Media requests being served now, by route.",
+		}, []string{"route"})
+		metrics.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "bytes_total",
+			Help: "File bytes moved: uploaded to Meta, downloaded to clients.",
+		}, []string{"direction"})
+		metrics.spooled = prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "spooled_uploads_total",
+			Help: "Multipart uploads whose file part came before phoneNumberId and was spooled to disk.",
+		})
+		metrics.upstream = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "upstream_duration_seconds",
+			Help:    "Time until an upstream answered (its headers): graph (Meta's Graph API), cdn (Meta's media CDN), introspection (the app).",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
+		}, []string{"upstream"})
+		metrics.accountCache = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "account_cache_total",
+			Help: "Introspection cache look-ups by result: hit or miss.",
+		}, []string{"result"})
+		metrics.cacheHit = metrics.accountCache.WithLabelValues("hit")
+		metrics.cacheMiss = metrics.accountCache.WithLabelValues("miss")
 		metrics.downloadAbort = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "caddy",
-			Subsystem: "whatsapp_media",
-			Name:      "download_aborts_total",
-			Help:      "Downloads whose response was broken off because the CDN's bytes were incomplete, too many, corrupt or failed mid-body.",
+			Namespace: ns, Subsystem: sub, Name: "download_aborts_total",
+			Help: "Downloads broken off because the CDN's bytes were incomplete, too many, corrupt or failed mid-body, or the client went away.",
 		}, []string{"reason"})
 	})
+}
+
+func allCollectors() []prometheus.Collector {
+	return []prometheus.Collector{metrics.requests, metrics.inFlight, metrics.bytes, metrics.spooled,
+		metrics.upstream, metrics.accountCache, metrics.downloadAbort}
+}
+
+// registerMetrics registers the collectors on reg (a config's registry).
+func registerMetrics(reg *prometheus.Registry) error {
+	initMetrics()
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{metrics.downloadAbort} {
+	for _, c := range allCollectors() {
 		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return err
 		}
 	}
 	return nil
 }
+
+// observeUpstream records how long an upstream took to answer.
+func observeUpstream(upstream string, start time.Time) {
+	metrics.upstream.WithLabelValues(upstream).Observe(time.Since(start).Seconds())
+}
+
+func init() { initMetrics() }

@@ -8,6 +8,7 @@ package whatsappmedia
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -221,15 +222,33 @@ func (h *Handler) Cleanup() error {
 
 // ServeHTTP serves the media routes and passes every other request on.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	var ae *apiError
 	route, mediaID := h.route(r)
-	switch route {
-	case routeUpload:
-		ae = h.serveUpload(w, r)
-	case routeDownload:
-		ae = h.serveDownload(w, r, mediaID)
-	default:
+	if route == routeNone {
 		return next.ServeHTTP(w, r)
+	}
+	rw := &statusWriter{ResponseWriter: w}
+	w = rw
+	label := route.String()
+	metrics.inFlight.WithLabelValues(label).Inc()
+	var ae *apiError
+	defer func() {
+		metrics.inFlight.WithLabelValues(label).Dec()
+		code := "OK"
+		switch rec := recover(); {
+		case rec != nil:
+			// A download broken off on purpose (http.ErrAbortHandler), or
+			// a bug: count it, and let net/http deal with the panic.
+			metrics.requests.WithLabelValues(label, strconv.Itoa(rw.status()), "INCOMPLETE").Inc()
+			panic(rec)
+		case ae != nil:
+			code = ae.Code
+		}
+		metrics.requests.WithLabelValues(label, strconv.Itoa(rw.status()), code).Inc()
+	}()
+	if route == routeUpload {
+		ae = h.serveUpload(w, r)
+	} else {
+		ae = h.serveDownload(w, r, mediaID)
 	}
 	if ae != nil {
 		h.logAnswer(r, ae)
@@ -254,6 +273,43 @@ const (
 	routeUpload
 	routeDownload
 )
+
+func (k routeKind) String() string {
+	if k == routeUpload {
+		return "upload"
+	}
+	return "download"
+}
+
+// statusWriter remembers the status written, for metrics. Unwrap lets
+// http.ResponseController reach the writers below it.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}
 
 // route matches the request's escaped path against the media routes, so
 // that an encoded slash in a media id is seen as such, not as a separator.
@@ -292,7 +348,16 @@ func (h *Handler) logAnswer(r *http.Request, ae *apiError) {
 		zap.Int("status", ae.Status),
 		zap.String("error", ae.Code),
 	}
-	if ae.cause != nil {
+	if repl := replacer(r); repl != nil {
+		if acct, ok := repl.GetString("http.whatsapp_media.account"); ok {
+			fields = append(fields, zap.String("account", acct))
+		}
+	}
+	var me *metaAPIErr
+	if errors.As(ae.cause, &me) {
+		fields = append(fields, zap.Int("meta_status", me.status), zap.Int("meta_code", me.meta.Code),
+			zap.Int("meta_subcode", me.meta.Subcode), zap.String("fbtrace_id", me.meta.FBTraceID))
+	} else if ae.cause != nil {
 		fields = append(fields, zap.String("cause", ae.cause.Error()))
 	}
 	ce.Write(fields...)

@@ -314,6 +314,7 @@ func (h *Handler) spool(part io.Reader) (*spoolFile, int64, *apiError) {
 	if err != nil {
 		return nil, 0, errInternal.withCause(err)
 	}
+	metrics.spooled.Inc()
 	s := &spoolFile{f: f, name: f.Name()}
 	if os.Remove(s.name) == nil {
 		s.name = ""
@@ -398,10 +399,12 @@ func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Accou
 	resp, err := h.client.Do(req)
 	if resp != nil {
 		defer resp.Body.Close()
+		observeUpstream("graph", start)
 	}
 	// Our own refusals (too large, a broken form, a second file) win over
 	// whatever Meta made of the aborted body.
 	bodyErr := body.stop(w)
+	metrics.bytes.WithLabelValues("upload").Add(float64(file.n))
 	if bodyErr != nil && !errors.Is(bodyErr, io.EOF) && !errors.Is(bodyErr, errBodyStopped) {
 		cancel()
 		var ae *apiError
