@@ -35,6 +35,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    spool_dir      <directory>     # default: the system's temp directory
 //	    dial_timeout     <duration>    # default 5s
 //	    response_timeout <duration>    # default 60s
+//	    stall_timeout    <duration>    # default 30s
 //	    media_hosts    <host...>       # default lookaside.fbsbx.com *.fbsbx.com *.fbcdn.net *.whatsapp.net
 //	    accounts       <source> [<args...>] {
 //	        <source options>
@@ -71,14 +72,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.GraphVersion = v
 			case "max_size":
 				size, err := humanize.ParseBytes(v)
-				if err != nil || size == 0 || size > 1<<40 {
+				if err != nil || size == 0 || size > maxMaxSize {
 					return d.Errf("max_size must be a size such as 100MiB: '%s'", v)
 				}
 				h.MaxSize = int64(size)
 			case "spool_dir":
 				h.SpoolDir = v
 			}
-		case "dial_timeout", "response_timeout":
+		case "dial_timeout", "response_timeout", "stall_timeout":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -87,10 +88,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil || dur <= 0 {
 				return d.Errf("%s must be a positive duration such as 5s: '%s'", opt, v)
 			}
-			if opt == "dial_timeout" {
+			switch opt {
+			case "dial_timeout":
 				h.DialTimeout = caddy.Duration(dur)
-			} else {
+			case "response_timeout":
 				h.ResponseTimeout = caddy.Duration(dur)
+			case "stall_timeout":
+				h.StallTimeout = caddy.Duration(dur)
 			}
 		case "media_hosts":
 			hosts := d.RemainingArgs()

@@ -24,6 +24,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		spool_dir        /var/tmp
 		dial_timeout     2s
 		response_timeout 90s
+		stall_timeout    45s
 		media_hosts      cdn.example.com *.cdn.example.net
 		accounts static {
 			account acme {
@@ -49,6 +50,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	assert.Equal(t, "/var/tmp", h.SpoolDir)
 	assert.Equal(t, caddy.Duration(2*time.Second), h.DialTimeout)
 	assert.Equal(t, caddy.Duration(90*time.Second), h.ResponseTimeout)
+	assert.Equal(t, caddy.Duration(45*time.Second), h.StallTimeout)
 	assert.Equal(t, []string{"cdn.example.com", "*.cdn.example.net"}, h.MediaHosts)
 
 	var src struct {
@@ -80,6 +82,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		"bad path_prefix":       {`whatsapp_media { path_prefix v2/media }`, "path_prefix must start with '/'"},
 		"bad dial_timeout":      {`whatsapp_media { dial_timeout soon }`, "dial_timeout must be a positive duration"},
 		"bad response_timeout":  {`whatsapp_media { response_timeout -1s }`, "response_timeout must be a positive duration"},
+		"bad stall_timeout":     {`whatsapp_media { stall_timeout 0s }`, "stall_timeout must be a positive duration"},
 		"bad media_hosts":       {`whatsapp_media { media_hosts *.com }`, "media_hosts: bad pattern"},
 		"empty media_hosts":     {`whatsapp_media { media_hosts }`, "wrong argument count"},
 		"empty allowed_plans":   {`whatsapp_media { allowed_plans }`, "wrong argument count"},

@@ -152,7 +152,9 @@ func (h *Handler) serveDownload(w http.ResponseWriter, r *http.Request, mediaID 
 		return nil
 	}
 
-	resp, ae := h.fetchMedia(r, acct, mediaID, phone, &info, rng)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	resp, ae := h.fetchMedia(ctx, acct, mediaID, phone, &info, rng)
 	if ae != nil {
 		clearDownloadHeaders(hdr)
 		return ae
@@ -182,7 +184,20 @@ func (h *Handler) serveDownload(w http.ResponseWriter, r *http.Request, mediaID 
 	}
 	setMediaVars(r, mediaID, 0)
 	w.WriteHeader(status)
-	n, reason, err := copyVerified(w, body, want, verify)
+	// Send the headers now: download managers show progress from
+	// Content-Length, and a transfer that breaks later still shows as a
+	// broken 200, not as a connection that never answered.
+	_ = http.NewResponseController(w).Flush()
+	// The stall guard: no byte from the CDN, or taken by the client, for
+	// stall_timeout breaks the transfer both ways.
+	guard := newStallGuard(time.Duration(h.StallTimeout), func() {
+		cancel()
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now())
+	})
+	n, reason, err := copyVerified(w, body, want, verify, guard)
+	if guard.stop() && reason != "" {
+		reason = "stalled"
+	}
 	setMediaVars(r, mediaID, n)
 	metrics.bytes.WithLabelValues("download").Add(float64(n))
 	if reason != "" {
@@ -211,7 +226,7 @@ func clearDownloadHeaders(hdr http.Header) {
 // checked out, so a failed transfer never delivers the full length. It
 // returns the bytes written and, when the copy failed, a reason for logs
 // and metrics.
-func copyVerified(w io.Writer, src io.Reader, want int64, verify []byte) (int64, string, error) {
+func copyVerified(w io.Writer, src io.Reader, want int64, verify []byte, guard *stallGuard) (int64, string, error) {
 	bpA, bpB := bufPool.Get().(*[]byte), bufPool.Get().(*[]byte)
 	defer bufPool.Put(bpA)
 	defer bufPool.Put(bpB)
@@ -225,6 +240,9 @@ func copyVerified(w io.Writer, src io.Reader, want int64, verify []byte) (int64,
 	for {
 		n, err := src.Read(spare)
 		if n > 0 {
+			if guard != nil {
+				guard.progress()
+			}
 			read += int64(n)
 			if want >= 0 && read > want {
 				return written, "too_long", fmt.Errorf("cdn sent more than %d bytes", want)
@@ -237,6 +255,9 @@ func copyVerified(w io.Writer, src io.Reader, want int64, verify []byte) (int64,
 				written += int64(m)
 				if werr != nil {
 					return written, "client_write", werr
+				}
+				if guard != nil {
+					guard.progress()
 				}
 			}
 			pending = spare[:n]
@@ -328,9 +349,9 @@ func (h *Handler) mediaInfo(ctx context.Context, acct *Account, mediaID, phone s
 // fetchMedia GETs the media's bytes from the CDN. A 404 or 403 means the
 // URL went stale: it fetches fresh metadata once and tries once more. info
 // is updated to the metadata the answer belongs to.
-func (h *Handler) fetchMedia(r *http.Request, acct *Account, mediaID, phone string, info *mediaInfo, rng *byteRange) (*http.Response, *apiError) {
+func (h *Handler) fetchMedia(ctx context.Context, acct *Account, mediaID, phone string, info *mediaInfo, rng *byteRange) (*http.Response, *apiError) {
 	for attempt := 0; ; attempt++ {
-		resp, ae := h.getCDN(r.Context(), acct, info.URL, rng)
+		resp, ae := h.getCDN(ctx, acct, info.URL, rng)
 		if ae != nil {
 			return nil, ae
 		}
@@ -351,7 +372,7 @@ func (h *Handler) fetchMedia(r *http.Request, acct *Account, mediaID, phone stri
 			if attempt > 0 {
 				return nil, errMediaNotFound.withCause(fmt.Errorf("cdn answered %d twice", resp.StatusCode))
 			}
-			fresh, ae := h.mediaInfo(r.Context(), acct, mediaID, phone)
+			fresh, ae := h.mediaInfo(ctx, acct, mediaID, phone)
 			if ae != nil {
 				return nil, ae
 			}

@@ -411,25 +411,25 @@ func TestCopyVerified(t *testing.T) {
 	data := bytes.Repeat([]byte("0123456789"), 20_000)
 	sum := sha256.Sum256(data)
 	var w bytes.Buffer
-	n, reason, err := copyVerified(&w, bytes.NewReader(data), int64(len(data)), sum[:])
+	n, reason, err := copyVerified(&w, bytes.NewReader(data), int64(len(data)), sum[:], nil)
 	require.NoError(t, err)
 	assert.Empty(t, reason)
 	assert.Equal(t, int64(len(data)), n)
 	assert.Equal(t, data, w.Bytes())
 
 	w.Reset()
-	_, reason, _ = copyVerified(&w, bytes.NewReader(data), int64(len(data))+1, nil)
+	_, reason, _ = copyVerified(&w, bytes.NewReader(data), int64(len(data))+1, nil, nil)
 	assert.Equal(t, "truncated", reason)
 	assert.Less(t, w.Len(), len(data), "a short body was written in full")
 
 	w.Reset()
-	_, reason, _ = copyVerified(&w, bytes.NewReader(data), int64(len(data))-1, nil)
+	_, reason, _ = copyVerified(&w, bytes.NewReader(data), int64(len(data))-1, nil, nil)
 	assert.Equal(t, "too_long", reason)
 	assert.Less(t, w.Len(), len(data))
 
 	w.Reset()
 	bad := sha256.Sum256([]byte("x"))
-	_, reason, _ = copyVerified(&w, bytes.NewReader(data), int64(len(data)), bad[:])
+	_, reason, _ = copyVerified(&w, bytes.NewReader(data), int64(len(data)), bad[:], nil)
 	assert.Equal(t, "digest_mismatch", reason)
 	assert.Less(t, w.Len(), len(data))
 }

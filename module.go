@@ -34,9 +34,11 @@ const (
 	DefaultGraphURL     = "https://graph.facebook.com"
 	DefaultGraphVersion = "v23.0"
 	DefaultMaxSize      = 100 << 20
+	maxMaxSize          = 1 << 40
 
 	DefaultDialTimeout     = 5 * time.Second
 	DefaultResponseTimeout = 60 * time.Second
+	DefaultStallTimeout    = 30 * time.Second
 )
 
 // DefaultAllowedPlans are the plans that may use the media routes.
@@ -84,6 +86,14 @@ type Handler struct {
 	// byte). Meta not answering in time is answered 504 UPSTREAM_TIMEOUT.
 	// Default: 60s.
 	ResponseTimeout caddy.Duration `json:"response_timeout,omitempty"`
+
+	// StallTimeout aborts a transfer, both ways, when no byte moved in
+	// either direction for that long: a client that stops sending or
+	// reading, Meta that stops taking an upload's bytes, a CDN that stops
+	// sending. A stalled upload is answered 408 REQUEST_TIMEOUT (the
+	// client) or 504 UPSTREAM_TIMEOUT (Meta); a stalled download is broken
+	// off. Default: 30s.
+	StallTimeout caddy.Duration `json:"stall_timeout,omitempty"`
 
 	// MediaHosts are the hosts that media URLs, and redirects from them,
 	// may point to: the Meta token is sent to no other host. A pattern is a
@@ -148,6 +158,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.ResponseTimeout == 0 {
 		h.ResponseTimeout = caddy.Duration(DefaultResponseTimeout)
 	}
+	if h.StallTimeout == 0 {
+		h.StallTimeout = caddy.Duration(DefaultStallTimeout)
+	}
 	if h.SpoolDir == "" {
 		h.SpoolDir = os.TempDir()
 	}
@@ -200,10 +213,10 @@ func (h *Handler) Validate() error {
 	if !graphVersionRe.MatchString(h.GraphVersion) {
 		return fmt.Errorf("graph_version must look like v23.0: %q", h.GraphVersion)
 	}
-	if h.MaxSize < 0 {
-		return fmt.Errorf("max_size must be positive: %d", h.MaxSize)
+	if h.MaxSize < 0 || h.MaxSize > maxMaxSize {
+		return fmt.Errorf("max_size must be between 1 byte and 1 TiB: %d", h.MaxSize)
 	}
-	if h.DialTimeout < 0 || h.ResponseTimeout < 0 {
+	if h.DialTimeout < 0 || h.ResponseTimeout < 0 || h.StallTimeout < 0 {
 		return fmt.Errorf("timeouts must be positive")
 	}
 	if fi, err := os.Stat(h.SpoolDir); err != nil || !fi.IsDir() {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -76,6 +77,34 @@ func (f fillReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// errFormTooLarge is returned by a formBody whose non-file bytes passed
+// its limit.
+var errFormTooLarge = errors.New("multipart overhead exceeds its limit")
+
+// formBody counts the bytes of a multipart body that are not the file's
+// (boundaries, part headers, fields) and fails once they pass limit, so
+// that mime/multipart never buffers large part headers. The multipart
+// reader reads a few KiB ahead, so the count is approximate by that much.
+type formBody struct {
+	r        io.ReadCloser
+	limit    int64
+	overhead int64
+	inFile   bool // while the file part is read, bytes are not counted
+}
+
+func (f *formBody) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if !f.inFile {
+		f.overhead += int64(n)
+		if f.overhead > f.limit {
+			return n, errFormTooLarge
+		}
+	}
+	return n, err
+}
+
+func (f *formBody) Close() error { return f.r.Close() }
+
 // funcReader runs fn at its first Read and then reports io.EOF, or fn's
 // error. It lets the upload body check what follows the file part before
 // the multipart body to Meta is closed.
@@ -98,6 +127,46 @@ func (f *funcReader) Read([]byte) (int, error) {
 	return 0, io.EOF
 }
 
+// stallGuard calls onStall when no progress was reported for d: the
+// stall guard of a transfer, "no byte moved in either direction".
+type stallGuard struct {
+	d     time.Duration
+	timer *time.Timer
+	fired atomic.Bool
+}
+
+func newStallGuard(d time.Duration, onStall func()) *stallGuard {
+	g := &stallGuard{d: d}
+	g.timer = time.AfterFunc(d, func() {
+		g.fired.Store(true)
+		onStall()
+	})
+	return g
+}
+
+// progress pushes the deadline back.
+func (g *stallGuard) progress() { g.timer.Reset(g.d) }
+
+// stop disarms the guard; it reports whether the guard had fired.
+func (g *stallGuard) stop() bool {
+	g.timer.Stop()
+	return g.fired.Load()
+}
+
+// progressReader reports every byte it reads to a stall guard.
+type progressReader struct {
+	r     io.Reader
+	guard *stallGuard
+}
+
+func (p progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.guard.progress()
+	}
+	return n, err
+}
+
 // errBodyStopped is what a stopped requestBody answers to late reads.
 var errBodyStopped = errors.New("upload body stopped")
 
@@ -112,6 +181,14 @@ type requestBody struct {
 	r       io.Reader
 	err     error // first error from r, io.EOF once it is fully read
 	stopped bool
+
+	// guard, if set, hears of every byte read, and is disarmed once the
+	// body has been read to its end: waiting for Meta's answer after that
+	// is the response timeout's business.
+	guard *stallGuard
+	// reading is true while a Read waits on the source (the client), so
+	// that a stall can be blamed on the right side.
+	reading atomic.Bool
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -123,9 +200,16 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
+	b.reading.Store(true)
 	n, err := b.r.Read(p)
+	b.reading.Store(false)
 	if err != nil {
 		b.err = err
+		if b.guard != nil {
+			b.guard.stop()
+		}
+	} else if n > 0 && b.guard != nil {
+		b.guard.progress()
 	}
 	return n, err
 }

@@ -15,6 +15,7 @@ import (
 	"net/textproto"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -26,11 +27,12 @@ import (
 // Limits on the parts of a multipart upload other than the file.
 const (
 	maxParts      = 16
+	maxPartHeader = 16 << 10
 	maxFieldValue = 1 << 10
 	// multipartOverhead bounds the bytes of a multipart upload that are not
 	// file bytes (boundaries, part headers, small fields), so that a
 	// Content-Length above max_size plus this proves the file too large.
-	multipartOverhead = maxParts * (maxFieldValue + 16<<10)
+	multipartOverhead = maxParts * (maxFieldValue + maxPartHeader)
 )
 
 // uploadData is the data of a successful upload answer.
@@ -50,6 +52,18 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request) *apiError 
 		return ae
 	}
 	setAccountVars(r, acct)
+	// Rule 5, when the phone number id comes in a header: before anything
+	// about the body, in both modes.
+	phone, _, ae := phoneFromHeaders(r.Header)
+	if ae != nil {
+		return ae
+	}
+	if phone != "" {
+		if ae := authorizePhone(acct, phone); ae != nil {
+			return ae
+		}
+		setPhoneVar(r, phone)
+	}
 	ct, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if ct == "multipart/form-data" {
 		if r.ContentLength > h.MaxSize+multipartOverhead {
@@ -58,9 +72,9 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request) *apiError 
 		if params["boundary"] == "" {
 			return validationError("multipart/form-data needs a boundary parameter")
 		}
-		return h.uploadMultipart(w, r, acct)
+		return h.uploadMultipart(w, r, acct, phone)
 	}
-	return h.uploadRaw(w, r, acct)
+	return h.uploadRaw(w, r, acct, phone)
 }
 
 // phoneFromHeaders returns the phone number id given in X-Phone-Number-Id
@@ -84,19 +98,12 @@ func phoneFromHeaders(hdr http.Header) (string, bool, *apiError) {
 	return id, true, nil
 }
 
-// uploadRaw serves mode B: the body is the file.
-func (h *Handler) uploadRaw(w http.ResponseWriter, r *http.Request, acct *Account) *apiError {
-	phone, ok, ae := phoneFromHeaders(r.Header)
-	if ae != nil {
-		return ae
-	}
-	if !ok {
+// uploadRaw serves mode B: the body is the file. phone is the header's
+// phone number id, already checked against the account.
+func (h *Handler) uploadRaw(w http.ResponseWriter, r *http.Request, acct *Account, phone string) *apiError {
+	if phone == "" {
 		return validationError("X-Phone-Number-Id header is required")
 	}
-	if ae := authorizePhone(acct, phone); ae != nil {
-		return ae
-	}
-	setPhoneVar(r, phone)
 	if r.ContentLength > h.MaxSize {
 		return errTooLarge
 	}
@@ -135,6 +142,7 @@ type form struct {
 	acct      *Account
 	mr        *multipart.Reader
 	r         *http.Request
+	body      *formBody
 	phone     string
 	typeField string
 	parts     int
@@ -149,12 +157,18 @@ func (f *form) nextFile() (*multipart.Part, *apiError) {
 		if errors.Is(err, io.EOF) {
 			return nil, nil
 		}
+		if errors.Is(err, errFormTooLarge) {
+			return nil, errFormOverhead.withCause(err)
+		}
 		if err != nil {
 			return nil, errMalformedForm.withCause(err)
 		}
 		f.parts++
 		if f.parts > maxParts {
 			return nil, validationError("Too many parts in the multipart body")
+		}
+		if headerSize(part.Header) > maxPartHeader {
+			return nil, validationError("A part's headers are too large")
 		}
 		name := part.FormName()
 		switch name {
@@ -192,7 +206,21 @@ func (f *form) nextFile() (*multipart.Part, *apiError) {
 	}
 }
 
-var errMalformedForm = validationError("Malformed multipart/form-data body")
+var (
+	errMalformedForm = validationError("Malformed multipart/form-data body")
+	errFormOverhead  = validationError("The multipart body's headers and fields are too large")
+)
+
+// headerSize is the size of a part's headers as sent, about.
+func headerSize(h textproto.MIMEHeader) int {
+	n := 0
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
 
 // readField reads a small form field's value, at most maxFieldValue bytes.
 func readField(part *multipart.Part, name string) (string, *apiError) {
@@ -201,6 +229,8 @@ func readField(part *multipart.Part, name string) (string, *apiError) {
 	switch {
 	case n > maxFieldValue:
 		return "", validationError(name + " is too long")
+	case errors.Is(err, errFormTooLarge):
+		return "", errFormOverhead.withCause(err)
 	case err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF):
 		return "", errMalformedForm.withCause(err)
 	}
@@ -212,23 +242,16 @@ func readField(part *multipart.Part, name string) (string, *apiError) {
 // SDKs do), the file streams straight to Meta; otherwise the file part is
 // spooled to a temporary file on disk, never to memory, until the rest of
 // the form has named the phone number.
-func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *Account) *apiError {
+func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *Account, phone string) *apiError {
+	// Everything but the file's bytes is bounded: part headers and
+	// fields are parsed in memory.
+	body := &formBody{r: r.Body, limit: multipartOverhead}
+	r.Body = body
 	mr, err := r.MultipartReader()
 	if err != nil {
 		return errMalformedForm.withCause(err)
 	}
-	f := &form{h: h, acct: acct, mr: mr, r: r}
-	phone, _, ae := phoneFromHeaders(r.Header)
-	if ae != nil {
-		return ae
-	}
-	if phone != "" {
-		if ae := authorizePhone(acct, phone); ae != nil {
-			return ae
-		}
-		f.phone = phone
-		setPhoneVar(r, phone)
-	}
+	f := &form{h: h, acct: acct, mr: mr, r: r, body: body, phone: phone}
 	part, ae := f.nextFile()
 	if ae != nil {
 		return ae
@@ -240,39 +263,56 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 		return validationError("file is required")
 	}
 	filename := sanitizeFilename(part.FileName())
+	partType := part.Header.Get("Content-Type")
+	body.inFile = true
+	var src io.Reader = part
 	if f.phone != "" {
 		br := getBufioReader(part)
 		defer putBufioReader(br)
+		src = br
 		mimeType, ae := resolveMIME(mimeInputs{
-			PartType: part.Header.Get("Content-Type"), TypeField: f.typeField,
-			Filename: filename, Head: peeker(br),
+			PartType: partType, TypeField: f.typeField, Filename: filename, Head: peeker(br),
 		})
-		if ae != nil {
+		// The part's own type, or a type field already read, decides; a
+		// type field later in the form could not change it.
+		decided := !isGenericType(mediaType(partType)) || f.typeField != ""
+		if ae != nil && decided {
 			return ae
 		}
-		return h.sendToMeta(w, r, acct, metaUpload{
-			phone: f.phone, mimeType: mimeType, filename: filename, file: br, size: -1,
-			// Before the body to Meta is closed, read the rest of the
-			// form: a second file or a broken form cancels the upload, so
-			// Meta never stores a file from a request we refuse.
-			finish: func() error {
-				next, ae := f.nextFile()
-				if ae != nil {
-					return ae
-				}
-				if next != nil {
-					return errTwoFiles
-				}
-				return nil
-			},
-		})
+		if ae == nil {
+			return h.sendToMeta(w, r, acct, metaUpload{
+				phone: f.phone, mimeType: mimeType, filename: filename, file: br, size: -1,
+				// Before the body to Meta is closed, read the rest of the
+				// form: a second file, a broken form or a type field that
+				// contradicts the type sent cancels the upload, so Meta
+				// never stores a file from a request we refuse.
+				finish: func() error {
+					body.inFile = false
+					next, ae := f.nextFile()
+					if ae != nil {
+						return ae
+					}
+					if next != nil {
+						return errTwoFiles
+					}
+					if late := mediaType(f.typeField); !decided && !isGenericType(late) && late != mimeType {
+						return errLateType
+					}
+					return nil
+				},
+			})
+		}
+		// Neither the name nor the bytes tell the type, and a type field
+		// may still follow the file: spool it, like a file sent before
+		// phoneNumberId, and decide once the whole form is read.
 	}
 
-	spool, size, ae := h.spool(part)
+	spool, size, ae := h.spool(w, src)
 	if ae != nil {
 		return ae
 	}
 	defer spool.close()
+	body.inFile = false
 	next, ae := f.nextFile()
 	if ae != nil {
 		return ae
@@ -298,7 +338,11 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 	})
 }
 
-var errTwoFiles = validationError("Only one file part is allowed")
+var (
+	errClientStalled = newError(http.StatusRequestTimeout, "REQUEST_TIMEOUT", "The upload stalled: no bytes arrived for too long")
+	errTwoFiles      = validationError("Only one file part is allowed")
+	errLateType      = validationError("The type field contradicts the file's type; send type before the file part")
+)
 
 // spoolFile is a file part held on disk.
 type spoolFile struct {
@@ -309,7 +353,7 @@ type spoolFile struct {
 // spool copies a file part to a temporary file, at most max_size bytes.
 // On systems that allow it the file is unlinked at once, so that nothing
 // is left behind even if the process dies.
-func (h *Handler) spool(part io.Reader) (*spoolFile, int64, *apiError) {
+func (h *Handler) spool(w http.ResponseWriter, part io.Reader) (*spoolFile, int64, *apiError) {
 	f, err := os.CreateTemp(h.SpoolDir, "whatsapp-media-*.upload")
 	if err != nil {
 		return nil, 0, errInternal.withCause(err)
@@ -321,12 +365,23 @@ func (h *Handler) spool(part io.Reader) (*spoolFile, int64, *apiError) {
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	lr := &limitReader{r: part, max: h.MaxSize}
+	// A client that stops sending is cut off after stall_timeout.
+	guard := newStallGuard(time.Duration(h.StallTimeout), func() {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	})
+	lr := &limitReader{r: progressReader{part, guard}, max: h.MaxSize}
 	n, err := io.CopyBuffer(writerOnly{f}, lr, *bp)
+	if guard.stop() {
+		s.close()
+		return nil, 0, errClientStalled
+	}
 	if err != nil {
 		s.close()
 		if errors.Is(err, errFileTooLarge) {
 			return nil, 0, errTooLarge
+		}
+		if errors.Is(err, errFormTooLarge) {
+			return nil, 0, errFormOverhead.withCause(err)
 		}
 		var pe *os.PathError
 		if errors.As(err, &pe) {
@@ -381,6 +436,20 @@ func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Accou
 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	// The stall guard: no byte taken from the client, or taken by Meta,
+	// for stall_timeout cancels the request to Meta. Which side stalled
+	// decides the answer.
+	var clientStalled atomic.Bool
+	body.guard = newStallGuard(time.Duration(h.StallTimeout), func() {
+		if body.reading.Load() {
+			// net/http's transport, once cancelled, still waits for its
+			// body Read to return: release it.
+			clientStalled.Store(true)
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+		}
+		cancel()
+	})
+	defer body.guard.stop()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.graphBase+"/"+u.phone+"/media", body)
 	if err != nil {
 		return errInternal.withCause(err)
@@ -405,6 +474,12 @@ func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Accou
 	// whatever Meta made of the aborted body.
 	bodyErr := body.stop(w)
 	metrics.bytes.WithLabelValues("upload").Add(float64(file.n))
+	if body.guard.stop() {
+		if clientStalled.Load() {
+			return errClientStalled
+		}
+		return errUpstreamTimeout.withCause(errors.New("meta took no bytes for stall_timeout"))
+	}
 	if bodyErr != nil && !errors.Is(bodyErr, io.EOF) && !errors.Is(bodyErr, errBodyStopped) {
 		cancel()
 		var ae *apiError

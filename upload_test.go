@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -463,4 +464,78 @@ func TestSanitizeFilename(t *testing.T) {
 		assert.NotContains(t, got, "\n")
 		assert.NotContains(t, got, `"`)
 	}
+}
+
+func TestUploadTypeFieldAfterFile(t *testing.T) {
+	zipBytes := append([]byte("PK\x03\x04"), make([]byte, 2000)...)
+	t.Run("names a type the file alone does not tell", func(t *testing.T) {
+		e := newEnv(t)
+		docx := "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+		a := e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA),
+			filePart("blob", "application/octet-stream", zipBytes), field("type", docx)))
+		e.checkStored(a, zipBytes, docx)
+		assert.Empty(t, dirEntries(t, e.h.SpoolDir))
+	})
+	t.Run("contradicting the type already sent", func(t *testing.T) {
+		e := newEnv(t)
+		a := e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA),
+			filePart("photo.jpg", "application/octet-stream", jpegBytes(5000)), field("type", "image/png")))
+		assert.Equal(t, 400, a.Status, a.Raw)
+		assert.Equal(t, codeValidation, a.Error)
+		require.Eventually(t, func() bool { return len(e.emu.Uploads()) == 1 }, 5*time.Second, 10*time.Millisecond)
+		assert.Empty(t, e.emu.Uploads()[0].MediaID, "Meta stored a file from a refused request")
+	})
+	t.Run("agreeing with the type already sent", func(t *testing.T) {
+		e := newEnv(t)
+		data := jpegBytes(5000)
+		a := e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA),
+			filePart("photo.jpg", "", data), field("type", "image/jpeg")))
+		e.checkStored(a, data, "image/jpeg")
+	})
+}
+
+func TestUploadOversizedPartHeaders(t *testing.T) {
+	e := newEnv(t)
+	body, ct := buildForm(t, field("phoneNumberId", phoneA))
+	// A file part with a 9 MiB header, written by hand.
+	boundary := strings.TrimPrefix(ct, "multipart/form-data; boundary=")
+	raw := strings.TrimSuffix(body.String(), "--"+boundary+"--\r\n") +
+		"--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n" +
+		"X-Pad: " + strings.Repeat("a", 9<<20) + "\r\nContent-Type: image/jpeg\r\n\r\n" +
+		string(jpegBytes(100)) + "\r\n--" + boundary + "--\r\n"
+	a := e.do(e.rawUpload(tokPremium, strings.NewReader(raw), map[string]string{"Content-Type": ct}))
+	assert.Equal(t, 400, a.Status, a.Raw)
+	assert.Equal(t, codeValidation, a.Error)
+	assert.Empty(t, e.emu.Requests())
+
+	// One part header just over maxPartHeader.
+	raw = strings.TrimSuffix(body.String(), "--"+boundary+"--\r\n") +
+		"--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n" +
+		"X-Pad: " + strings.Repeat("a", maxPartHeader) + "\r\nContent-Type: image/jpeg\r\n\r\n" +
+		string(jpegBytes(100)) + "\r\n--" + boundary + "--\r\n"
+	a = e.do(e.rawUpload(tokPremium, strings.NewReader(raw), map[string]string{"Content-Type": ct}))
+	assert.Equal(t, 400, a.Status, a.Raw)
+	assert.Empty(t, e.emu.Requests())
+}
+
+func TestUploadRule5BeforeBodyChecks(t *testing.T) {
+	e := newEnv(t, func(h *Handler) { h.MaxSize = 1 << 20 })
+	for _, ct := range []string{"multipart/form-data; boundary=x", "multipart/form-data", "image/jpeg"} {
+		body := &readTracker{r: strings.NewReader("")}
+		req := httptest.NewRequest(http.MethodPost, "/v2/media/upload", body)
+		req.Header.Set("Authorization", "Bearer "+tokPremium)
+		req.Header.Set("X-Phone-Number-Id", phoneOther)
+		req.Header.Set("Content-Type", ct)
+		req.ContentLength = 50 << 20
+		rec := e.serveDirect(req)
+		assert.Equal(t, 403, rec.Code, ct)
+		assert.Contains(t, rec.Body.String(), codeForbidden, ct)
+		assert.False(t, body.read.Load())
+	}
+}
+
+func TestValidateMaxSize(t *testing.T) {
+	h := &Handler{PathPrefix: "/v2/media", GraphURL: "https://graph.facebook.com", GraphVersion: "v23.0",
+		SpoolDir: t.TempDir(), MaxSize: 1<<62 + 1}
+	assert.ErrorContains(t, h.Validate(), "max_size")
 }

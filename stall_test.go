@@ -1,0 +1,135 @@
+package whatsappmedia
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/avenping/caddy-whatsapp-media/metaemu"
+)
+
+func shortStall(h *Handler) { h.StallTimeout = caddy.Duration(300 * time.Millisecond) }
+
+func TestUploadMetaStopsReading(t *testing.T) {
+	e := newEnv(t, shortStall, func(h *Handler) { h.MaxSize = 200 << 20 })
+	// Meta takes the headers and then no byte of a body far larger than
+	// the sockets' buffers.
+	e.emu.Inject(metaemu.Fault{Route: "upload", Kind: metaemu.Hang})
+	req := e.rawUpload(tokPremium, &patternReader{n: 40 << 20}, map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "application/pdf"})
+	req.ContentLength = 40 << 20
+	start := time.Now()
+	a := e.do(req)
+	assert.Equal(t, 504, a.Status, a.Raw)
+	assert.Equal(t, codeUpstreamTimeout, a.Error)
+	assert.Less(t, time.Since(start), 10*time.Second)
+	// The emulator's hanging handler cannot notice (it reads nothing), so
+	// look at the gateway's side: no connection to Meta is left writing.
+	require.Eventually(t, func() bool {
+		http.DefaultClient.CloseIdleConnections()
+		e.h.transport.CloseIdleConnections()
+		return countGoroutines("net/http.(*persistConn).writeLoop") == 0
+	}, 5*time.Second, 20*time.Millisecond, "the request to Meta was not cancelled")
+}
+
+// countGoroutines counts the goroutines whose stack mentions fn.
+func countGoroutines(fn string) int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestUploadClientStalls(t *testing.T) {
+	for _, mode := range []string{"streamed", "spooled"} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t, shortStall)
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			var head []byte
+			var ct string
+			if mode == "streamed" {
+				req := e.rawUpload(tokPremium, pr, map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"})
+				head = jpegBytes(100_000)
+				go func() { _, _ = pw.Write(head) }() // then nothing more
+				a := e.do(req)
+				assert.Equal(t, 408, a.Status, a.Raw)
+				assert.Equal(t, "REQUEST_TIMEOUT", a.Error)
+				require.Eventually(t, func() bool { return len(e.emu.Uploads()) == 1 }, 5*time.Second, 10*time.Millisecond)
+				assert.Empty(t, e.emu.Uploads()[0].MediaID)
+				return
+			}
+			body, ct0 := buildForm(t, filePart("a.jpg", "image/jpeg", jpegBytes(100_000)), field("phoneNumberId", phoneA))
+			ct = ct0
+			head = body.Bytes()[:50_000]
+			req := e.rawUpload(tokPremium, pr, map[string]string{"Content-Type": ct})
+			go func() { _, _ = pw.Write(head) }()
+			a := e.do(req)
+			assert.Equal(t, 408, a.Status, a.Raw)
+			assert.Empty(t, e.emu.Requests())
+			assert.Empty(t, dirEntries(t, e.h.SpoolDir))
+		})
+	}
+}
+
+func TestDownloadCDNStalls(t *testing.T) {
+	e := newEnv(t, shortStall)
+	id := e.media(jpegBytes(200_000), "image/jpeg")
+	before := testutil.ToFloat64(metrics.downloadAbort.WithLabelValues("stalled"))
+	e.emu.Inject(metaemu.Fault{Route: "cdn", Kind: metaemu.Slow, Delay: 5 * time.Second})
+	resp := e.download(id, "", nil)
+	require.Equal(t, 200, resp.StatusCode)
+	start := time.Now()
+	_, err := io.ReadAll(resp.Body)
+	assert.Error(t, err, "a stalled download ended cleanly")
+	assert.Less(t, time.Since(start), 4*time.Second)
+	assert.Equal(t, before+1, testutil.ToFloat64(metrics.downloadAbort.WithLabelValues("stalled")))
+}
+
+func TestDownloadClientStopsReading(t *testing.T) {
+	e := newEnv(t, shortStall)
+	data := bytes.Repeat([]byte("x"), 16<<20)
+	id := e.media(data, "application/pdf")
+	before := testutil.ToFloat64(metrics.downloadAbort.WithLabelValues("stalled"))
+	// A client with a small socket buffer, so that not reading soon
+	// stops the flow (loopback buffers can otherwise hold many MB).
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+			}
+			return c, err
+		},
+	}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(mustReq(t, http.MethodGet, e.url("/v2/media/"+id+"/download"), tokPremium))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	// The client reads nothing more; once the sockets' buffers are full,
+	// nothing moves, and the gateway gives up on both sides.
+	require.Eventually(t, func() bool {
+		return testutil.ToFloat64(metrics.downloadAbort.WithLabelValues("stalled")) == before+1
+	}, 10*time.Second, 20*time.Millisecond, "the stalled download was not broken off")
+	require.Eventually(t, func() bool { return countGoroutines("whatsapp-media.copyVerified") == 0 },
+		5*time.Second, 20*time.Millisecond)
+	got, err := io.Copy(io.Discard, resp.Body)
+	assert.Error(t, err)
+	assert.Less(t, got, int64(len(data)))
+}
