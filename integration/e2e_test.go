@@ -60,11 +60,37 @@ func TestMain(m *testing.M) {
 
 // caddyProcess is a running Caddy binary.
 type caddyProcess struct {
+	addr      string
 	cmd       *exec.Cmd
 	logs      *syncBuffer
 	base      string
 	accessLog string
 	once      sync.Once
+}
+
+// config is the Caddyfile: debug logs, and an access log filtered as the
+// README says (the tests scan both for secrets), around site.
+func (p *caddyProcess) config(admin, site string) string {
+	return fmt.Sprintf(`{
+	%s
+	auto_https off
+	persist_config off
+	log {
+		level DEBUG
+	}
+}
+
+http://%s {
+	log {
+		output file %s
+		format filter {
+			wrap json
+			request>headers>X-Api-Token delete
+		}
+	}
+%s
+}
+`, admin, p.addr, p.accessLog, site)
 }
 
 // allLogs returns the process's logs and its access log.
@@ -105,33 +131,18 @@ func (s *syncBuffer) String() string {
 // body, on a free loopback port, and waits until it listens.
 func startCaddy(t *testing.T, body func(addr string) string) *caddyProcess {
 	t.Helper()
+	return startCaddyWith(t, "admin off", body(""))
+}
+
+// startCaddyWith is startCaddy with a global admin option.
+func startCaddyWith(t *testing.T, admin, site string) *caddyProcess {
+	t.Helper()
 	bin := caddyBinary(t)
 	port := freePort(t)
 	addr := "127.0.0.1:" + port
 	dir := t.TempDir()
-	accessLog := filepath.Join(dir, "access.log")
-	// Debug logs, and an access log filtered as the README says: the
-	// tests scan both for secrets.
-	cfg := fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-	log {
-		level DEBUG
-	}
-}
-
-http://%s {
-	log {
-		output file %s
-		format filter {
-			wrap json
-			request>headers>X-Api-Token delete
-		}
-	}
-%s
-}
-`, addr, accessLog, body(addr))
+	p := &caddyProcess{addr: addr, accessLog: filepath.Join(dir, "access.log"), base: "http://" + addr}
+	cfg := p.config(admin, site)
 	path := filepath.Join(dir, "Caddyfile")
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
 	logs := &syncBuffer{}
@@ -139,7 +150,7 @@ http://%s {
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "XDG_DATA_HOME="+t.TempDir(), "XDG_CONFIG_HOME="+t.TempDir())
 	require.NoError(t, cmd.Start())
-	p := &caddyProcess{cmd: cmd, logs: logs, base: "http://" + addr, accessLog: accessLog}
+	p.cmd, p.logs = cmd, logs
 	t.Cleanup(func() {
 		p.stop(t)
 		if t.Failed() {
