@@ -195,8 +195,12 @@ func answerTTL(a introspectAnswer, pos, neg time.Duration, now time.Time) time.D
 	return pos
 }
 
-// Cleanup releases this source's reference to the shared cache.
+// Cleanup closes idle connections to the app and releases this source's
+// reference to the shared cache.
 func (s *IntrospectAccounts) Cleanup() error {
+	if s.client != nil {
+		s.client.CloseIdleConnections()
+	}
 	if s.poolKey != "" {
 		_, err := introspectPool.Delete(s.poolKey)
 		return err

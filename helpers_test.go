@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -76,6 +77,15 @@ func newEnv(t testing.TB, opts ...func(*Handler)) *env {
 
 func newEnvWith(t testing.TB, cfg metaemu.Config, opts ...func(*Handler)) *env {
 	t.Helper()
+	// Every test's goroutines must be gone when it ends: handlers, the
+	// transport's connections to Meta, timers, caches.
+	leakOpts := []goleak.Option{goleak.IgnoreCurrent()}
+	t.Cleanup(func() {
+		http.DefaultClient.CloseIdleConnections()
+		if err := goleak.Find(leakOpts...); err != nil {
+			t.Errorf("goroutines leaked: %v", err)
+		}
+	})
 	emu, err := metaemu.New(cfg)
 	require.NoError(t, err)
 	e := &env{t: t, emu: emu}

@@ -1,0 +1,100 @@
+package whatsappmedia
+
+import (
+	"bytes"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/avenping/caddy-whatsapp-media/metaemu"
+)
+
+// TestFaultMatrix drives each upstream fault through the handler: the
+// answer is the contract's status and code, the request to Meta ends (the
+// emulator has nothing in flight), no spool file is left, and (checked by
+// newEnv) no goroutine outlives the test.
+func TestFaultMatrix(t *testing.T) {
+	fast := func(h *Handler) {
+		h.ResponseTimeout = caddy.Duration(300 * time.Millisecond)
+		h.StallTimeout = caddy.Duration(300 * time.Millisecond)
+	}
+	big := jpegBytes(2 << 20)
+	upload := func(e *env) answer {
+		return e.do(e.rawUpload(tokPremium, bytes.NewReader(big), map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"}))
+	}
+	uploadSpooled := func(e *env) answer {
+		return e.do(e.formUpload(tokPremium, filePart("a.jpg", "image/jpeg", big), field("phoneNumberId", phoneA)))
+	}
+	download := func(e *env) answer {
+		id, err := e.emu.AddMedia(phoneA, "image/jpeg", big)
+		require.NoError(t, err)
+		return e.do(mustReq(t, http.MethodGet, e.url("/v2/media/"+id+"/download"), tokPremium))
+	}
+	cases := []struct {
+		name   string
+		fault  metaemu.Fault
+		send   func(*env) answer
+		status int
+		code   string
+	}{
+		{"meta hangs", metaemu.Fault{Route: "upload", Kind: metaemu.Hang}, upload, 504, codeUpstreamTimeout},
+		{"meta hangs, spooled", metaemu.Fault{Route: "upload", Kind: metaemu.Hang}, uploadSpooled, 504, codeUpstreamTimeout},
+		{"meta resets mid-upload", metaemu.Fault{Route: "upload", Kind: metaemu.Reset, AfterBytes: 1 << 20}, upload, 502, codeUpstreamError},
+		{"meta resets, spooled", metaemu.Fault{Route: "upload", Kind: metaemu.Reset, AfterBytes: 1 << 20}, uploadSpooled, 502, codeUpstreamError},
+		{"meta answers html", metaemu.Fault{Route: "upload", Kind: metaemu.Answer, Status: 500, ContentType: "text/html", Body: []byte("<html>Internal</html>")}, upload, 502, codeUpstreamError},
+		{"meta answers garbage", metaemu.Fault{Route: "upload", Kind: metaemu.Answer, Status: 400, ContentType: "application/json", Body: []byte("\x00\x01{{{")}, upload, 502, codeUpstreamError},
+		{"meta answers a 20 MB error", metaemu.Fault{Route: "upload", Kind: metaemu.Answer, Status: 400, ContentType: "application/json",
+			Body: []byte(`{"error":{"message":"` + strings.Repeat("x", 20<<20) + `"}}`)}, upload, 502, codeUpstreamError},
+		{"meta 5xx json", metaemu.Fault{Route: "upload", Kind: metaemu.Answer, Status: 500, ContentType: "application/json",
+			Body: []byte(`{"error":{"message":"An unknown error occurred","type":"OAuthException","code":131000,"fbtrace_id":"T"}}`)}, upload, 502, codeMetaAPIError},
+		{"metadata hangs", metaemu.Fault{Route: "media", Kind: metaemu.Hang}, download, 504, codeUpstreamTimeout},
+		{"metadata garbage", metaemu.Fault{Route: "media", Kind: metaemu.Answer, Status: 200, Body: []byte("not json")}, download, 502, codeUpstreamError},
+		{"cdn hangs", metaemu.Fault{Route: "cdn", Kind: metaemu.Hang}, download, 504, codeUpstreamTimeout},
+		{"cdn resets before answering", metaemu.Fault{Route: "cdn", Kind: metaemu.Reset}, download, 502, codeUpstreamError},
+		{"cdn 500", metaemu.Fault{Route: "cdn", Kind: metaemu.Answer, Status: 500}, download, 502, codeUpstreamError},
+		{"cdn redirects off the list", metaemu.Fault{Route: "cdn", Kind: metaemu.Redirect, Location: "https://evil.example/x"}, download, 502, codeUpstreamError},
+		{"cdn redirect loop", metaemu.Fault{Route: "cdn", Kind: metaemu.Redirect}, download, 502, codeUpstreamError},
+		{"url stale twice", metaemu.Fault{Route: "cdn", Kind: metaemu.Answer, Status: 404}, download, 404, codeNotFound},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, fast, func(h *Handler) { h.MaxSize = 200 << 20 })
+			e.emu.Inject(c.fault)
+			start := time.Now()
+			a := c.send(e)
+			assert.Equal(t, c.status, a.Status, a.Raw[:min(len(a.Raw), 300)])
+			assert.Equal(t, c.code, a.Error)
+			assert.Less(t, time.Since(start), 10*time.Second)
+			assert.NotContains(t, a.Raw, "127.0.0.1", "an internal address leaked to the client")
+			assert.Less(t, len(a.Raw), 64<<10, "an upstream body was passed on unbounded")
+			_ = e.emu.Close() // release the emulator's hanging handlers
+			require.Eventually(t, func() bool { return e.emu.InFlight() == 0 }, 5*time.Second, 10*time.Millisecond)
+			assert.Empty(t, dirEntries(t, e.h.SpoolDir), "a spool file was left behind")
+		})
+	}
+}
+
+func TestIntrospectionSlowFailsClosed(t *testing.T) {
+	app := newFakeApp(t)
+	app.set("tok", activeAnswer("u", time.Time{}))
+	app.delay = 3 * time.Second
+	e := newEnv(t, func(h *Handler) {
+		h.AccountsRaw = []byte(`{"source":"introspect","url":"` + app.srv.URL + `","timeout":"200ms"}`)
+	})
+	start := time.Now()
+	a := e.do(mustReq(t, http.MethodGet, e.url("/v2/media/1/download"), "tok"))
+	assert.Equal(t, 503, a.Status)
+	assert.Equal(t, codeAuthUnavailable, a.Error)
+	assert.Less(t, time.Since(start), 2*time.Second)
+	app.mu.Lock()
+	app.delay = 0
+	app.mu.Unlock()
+	a = e.do(mustReq(t, http.MethodGet, e.url("/v2/media/1/download"), "tok"))
+	assert.NotEqual(t, codeAuthUnavailable, a.Error, "the timed-out look-up was cached")
+	assert.Equal(t, codeMetaAPIError, a.Error, "the account was known: Meta refused its token")
+}
