@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -20,6 +19,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/avenping/caddy-whatsapp-media/internal/media"
 )
 
 // maxRedirects bounds the redirects followed from a media URL.
@@ -51,7 +52,7 @@ type flexibleSize int64
 func (s *flexibleSize) UnmarshalJSON(b []byte) error {
 	*s = -1
 	v := strings.Trim(string(b), `"`)
-	if n, err := parseDigits(v); err == nil {
+	if n, err := media.ParseDigits(v); err == nil {
 		*s = flexibleSize(n)
 	}
 	return nil
@@ -104,11 +105,11 @@ func (h *Handler) serveDownload(w http.ResponseWriter, r *http.Request, mediaID 
 
 	hdr := w.Header()
 	ctype := info.MimeType
-	if mediaType(ctype) == "" {
+	if media.Type(ctype) == "" {
 		ctype = "application/octet-stream"
 	}
 	hdr.Set("Content-Type", ctype)
-	hdr.Set("Content-Disposition", disposition+`; filename="`+mediaID+extensionFor(ctype)+`"`)
+	hdr.Set("Content-Disposition", disposition+`; filename="`+mediaID+media.Extension(ctype)+`"`)
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Cache-Control", "private, no-cache")
 	var etag string
@@ -126,9 +127,9 @@ func (h *Handler) serveDownload(w http.ResponseWriter, r *http.Request, mediaID 
 	}
 
 	// The range, if any: one range, resolved against Meta's file_size.
-	var rng *byteRange
+	var rng *media.Range
 	if rh := r.Header.Get("Range"); rh != "" && size > 0 && ifRangeHolds(r.Header.Get("If-Range"), etag) {
-		br, ok := parseRange(rh, size)
+		br, ok := media.ParseRange(rh, size)
 		if !ok {
 			clearDownloadHeaders(hdr)
 			hdr.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
@@ -141,8 +142,8 @@ func (h *Handler) serveDownload(w http.ResponseWriter, r *http.Request, mediaID 
 	}
 	status, want := http.StatusOK, size
 	if rng != nil {
-		status, want = http.StatusPartialContent, rng.length()
-		hdr.Set("Content-Range", rng.contentRange(size))
+		status, want = http.StatusPartialContent, rng.Length()
+		hdr.Set("Content-Range", rng.ContentRange(size))
 	}
 	if want >= 0 {
 		hdr.Set("Content-Length", strconv.FormatInt(want, 10))
@@ -163,7 +164,7 @@ func (h *Handler) serveDownload(w http.ResponseWriter, r *http.Request, mediaID 
 	body := io.Reader(resp.Body)
 	if rng != nil && resp.StatusCode == http.StatusOK {
 		// The CDN ignored the range: skip to it ourselves.
-		if _, err := io.CopyN(io.Discard, resp.Body, rng.start); err != nil {
+		if _, err := io.CopyN(io.Discard, resp.Body, rng.Start); err != nil {
 			clearDownloadHeaders(hdr)
 			return classifyTransportError(err)
 		}
@@ -349,7 +350,7 @@ func (h *Handler) mediaInfo(ctx context.Context, acct *Account, mediaID, phone s
 // fetchMedia GETs the media's bytes from the CDN. A 404 or 403 means the
 // URL went stale: it fetches fresh metadata once and tries once more. info
 // is updated to the metadata the answer belongs to.
-func (h *Handler) fetchMedia(ctx context.Context, acct *Account, mediaID, phone string, info *mediaInfo, rng *byteRange) (*http.Response, *apiError) {
+func (h *Handler) fetchMedia(ctx context.Context, acct *Account, mediaID, phone string, info *mediaInfo, rng *media.Range) (*http.Response, *apiError) {
 	for attempt := 0; ; attempt++ {
 		resp, ae := h.getCDN(ctx, acct, info.URL, rng)
 		if ae != nil {
@@ -358,7 +359,7 @@ func (h *Handler) fetchMedia(ctx context.Context, acct *Account, mediaID, phone 
 		switch resp.StatusCode {
 		case http.StatusOK, http.StatusPartialContent:
 			if rng != nil && resp.StatusCode == http.StatusPartialContent &&
-				resp.Header.Get("Content-Range") != rng.contentRange(int64(info.FileSize)) {
+				resp.Header.Get("Content-Range") != rng.ContentRange(int64(info.FileSize)) {
 				resp.Body.Close()
 				return nil, errUpstreamBadAnswer.withCause(fmt.Errorf("cdn answered range %q", resp.Header.Get("Content-Range")))
 			}
@@ -390,7 +391,7 @@ func (h *Handler) fetchMedia(ctx context.Context, acct *Account, mediaID, phone 
 // getCDN sends one GET for a media URL, following redirects itself so that
 // every hop is checked against the allow-list before the Meta token goes
 // there.
-func (h *Handler) getCDN(ctx context.Context, acct *Account, rawURL string, rng *byteRange) (*http.Response, *apiError) {
+func (h *Handler) getCDN(ctx context.Context, acct *Account, rawURL string, rng *media.Range) (*http.Response, *apiError) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, errUpstreamBadAnswer.withCause(errors.New("unparsable media url"))
@@ -411,7 +412,7 @@ func (h *Handler) getCDN(ctx context.Context, acct *Account, rawURL string, rng 
 			"Accept-Encoding": {"identity"},
 		}
 		if rng != nil {
-			req.Header.Set("Range", "bytes="+strconv.FormatInt(rng.start, 10)+"-"+strconv.FormatInt(rng.end, 10))
+			req.Header.Set("Range", "bytes="+strconv.FormatInt(rng.Start, 10)+"-"+strconv.FormatInt(rng.End, 10))
 		}
 		start := time.Now()
 		resp, err := h.client.Do(req)
@@ -440,29 +441,6 @@ func (h *Handler) getCDN(ctx context.Context, acct *Account, rawURL string, rng 
 func drainClose(resp *http.Response) {
 	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
 	resp.Body.Close()
-}
-
-// extensionFor returns the usual file name extension of a MIME type.
-func extensionFor(ctype string) string {
-	if ext, ok := supportedTypes[mediaType(ctype)]; ok {
-		return ext
-	}
-	if exts, err := mime.ExtensionsByType(mediaType(ctype)); err == nil && len(exts) > 0 && isSafeExt(exts[0]) {
-		return exts[0]
-	}
-	return ".bin"
-}
-
-func isSafeExt(ext string) bool {
-	if len(ext) < 2 || len(ext) > 10 || ext[0] != '.' {
-		return false
-	}
-	for _, c := range ext[1:] {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
 }
 
 // etagListMatches reports whether an If-None-Match value names etag (weak

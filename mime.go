@@ -1,165 +1,28 @@
 package whatsappmedia
 
 import (
-	"mime"
+	"errors"
 	"net/http"
-	"path"
-	"strings"
+
+	"github.com/avenping/caddy-whatsapp-media/internal/media"
 )
 
-// supportedTypes are the MIME types WhatsApp accepts for media (contract
-// section 7), each with the extension used for download file names.
-var supportedTypes = map[string]string{
-	"audio/aac":                     ".aac",
-	"audio/amr":                     ".amr",
-	"audio/mpeg":                    ".mp3",
-	"audio/mp4":                     ".m4a",
-	"audio/ogg":                     ".ogg",
-	"audio/opus":                    ".opus",
-	"text/plain":                    ".txt",
-	"application/pdf":               ".pdf",
-	"application/msword":            ".doc",
-	"application/vnd.ms-excel":      ".xls",
-	"application/vnd.ms-powerpoint": ".ppt",
-	"application/vnd.openxmlformats-officedocument.wordprocessingml.document":   ".docx",
-	"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet":         ".xlsx",
-	"application/vnd.openxmlformats-officedocument.presentationml.presentation": ".pptx",
-	"image/jpeg": ".jpg",
-	"image/png":  ".png",
-	"image/webp": ".webp",
-	"video/mp4":  ".mp4",
-	"video/3gpp": ".3gp",
-	"video/3gp":  ".3gp",
-}
-
-// typesByExtension maps file name extensions to MIME types. It is our own
-// table rather than mime.TypeByExtension, whose answers depend on the
-// machine's mime.types files.
-var typesByExtension = map[string]string{
-	".aac": "audio/aac", ".amr": "audio/amr", ".mp3": "audio/mpeg",
-	".m4a": "audio/mp4", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg",
-	".txt": "text/plain", ".pdf": "application/pdf",
-	".doc": "application/msword", ".xls": "application/vnd.ms-excel",
-	".ppt":  "application/vnd.ms-powerpoint",
-	".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-	".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-	".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-	".jpg":  "image/jpeg", ".jpeg": "image/jpeg", ".jpe": "image/jpeg", ".png": "image/png",
-	".webp": "image/webp", ".mp4": "video/mp4", ".3gp": "video/3gpp",
-	// Common types WhatsApp refuses: knowing them answers 415 rather than
-	// guessing from the bytes.
-	".gif": "image/gif", ".bmp": "image/bmp", ".svg": "image/svg+xml", ".tif": "image/tiff",
-	".tiff": "image/tiff", ".heic": "image/heic", ".mov": "video/quicktime",
-	".webm": "video/webm", ".avi": "video/x-msvideo", ".wav": "audio/wav",
-	".zip": "application/zip", ".html": "text/html", ".htm": "text/html",
-	".json": "application/json", ".csv": "text/csv", ".exe": "application/octet-stream",
-}
-
-// sniffAliases maps what http.DetectContentType answers to the type
-// WhatsApp knows the same bytes by.
-var sniffAliases = map[string]string{
-	"application/ogg": "audio/ogg",
-}
-
-// sniffLen is how many leading bytes content sniffing looks at.
-const sniffLen = 512
-
-// isGenericType reports whether t says nothing about the file's format.
-// application/x-www-form-urlencoded is here because curl's --data-binary
-// sends it when the caller gives no Content-Type.
-func isGenericType(t string) bool {
-	switch t {
-	case "", "application/octet-stream", "binary/octet-stream",
-		"application/x-www-form-urlencoded", "application/unknown":
-		return true
-	}
-	return false
-}
-
-// mediaType returns the lowercase type/subtype of a MIME value, without
-// parameters, or "" when v is not a well-formed MIME type.
-func mediaType(v string) string {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return ""
-	}
-	t, _, err := mime.ParseMediaType(v)
-	if err != nil {
-		// Tolerate broken parameters, but not a broken type.
-		base, _, _ := strings.Cut(v, ";")
-		t, _, err = mime.ParseMediaType(base)
-		if err != nil {
-			return ""
-		}
-	}
-	if !strings.Contains(t, "/") {
-		return ""
-	}
-	return t
-}
-
-// mimeInputs are the clues to a file's MIME type, in the contract's order
-// of precedence.
-type mimeInputs struct {
-	Override  string // X-Upload-Type (mode B)
-	PartType  string // the file part's or raw body's Content-Type
-	TypeField string // the multipart `type` field (mode A)
-	Filename  string
-	// Head returns the file's first bytes, for sniffing. It is called
-	// only when nothing else names a type.
-	Head func() []byte
-}
-
-// resolveMIME picks the MIME type to send to Meta: the first specific type
-// among the override, the part or body type, the `type` field and the
-// filename's extension; failing those, the sniffed type. It answers 400 for
-// an override that is not a MIME type and 415 for a type that WhatsApp does
-// not accept or that cannot be determined; a generic type is never
-// returned.
-func resolveMIME(in mimeInputs) (string, *apiError) {
-	if in.Override != "" {
-		t := mediaType(in.Override)
-		if t == "" {
-			return "", validationError("X-Upload-Type is not a MIME type")
-		}
-		if !isGenericType(t) {
-			return checkSupported(t)
-		}
-	}
-	for _, v := range []string{in.PartType, in.TypeField} {
-		if t := mediaType(v); !isGenericType(t) {
-			return checkSupported(t)
-		}
-	}
-	if ext := strings.ToLower(path.Ext(in.Filename)); ext != "" {
-		if t, ok := typesByExtension[ext]; ok && !isGenericType(t) {
-			return checkSupported(t)
-		}
-	}
-	if head := sniffHead(in.Head); len(head) > 0 {
-		t := mediaType(http.DetectContentType(head))
-		if alias, ok := sniffAliases[t]; ok {
-			t = alias
-		}
-		if !isGenericType(t) {
-			return checkSupported(t)
-		}
-	}
-	return "", newError(http.StatusUnsupportedMediaType, codeUnsupportedType,
-		"Could not determine the file's type; send a Content-Type WhatsApp accepts")
-}
-
-func checkSupported(t string) (string, *apiError) {
-	if _, ok := supportedTypes[t]; !ok {
+// resolveMIME picks the MIME type to send to Meta (media.Resolve) and
+// turns its failures into answers: 400 for an override that is not a
+// MIME type, 415 for a type WhatsApp does not accept or that cannot be
+// determined.
+func resolveMIME(in media.Inputs) (string, *apiError) {
+	t, err := media.Resolve(in)
+	var unsupported *media.UnsupportedError
+	switch {
+	case err == nil:
+		return t, nil
+	case errors.Is(err, media.ErrBadOverride):
+		return "", validationError("X-Upload-Type is not a MIME type")
+	case errors.As(err, &unsupported):
+		return "", newError(http.StatusUnsupportedMediaType, codeUnsupportedType, unsupported.Error())
+	default:
 		return "", newError(http.StatusUnsupportedMediaType, codeUnsupportedType,
-			"WhatsApp does not accept files of type "+t)
+			"Could not determine the file's type; send a Content-Type WhatsApp accepts")
 	}
-	return t, nil
-}
-
-func sniffHead(f func() []byte) []byte {
-	if f == nil {
-		return nil
-	}
-	return f()
 }

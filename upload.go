@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -17,11 +15,11 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/avenping/caddy-whatsapp-media/internal/media"
 )
 
 // Limits on the parts of a multipart upload other than the file.
@@ -112,10 +110,10 @@ func (h *Handler) uploadRaw(w http.ResponseWriter, r *http.Request, acct *Accoun
 	}
 	br := getBufioReader(r.Body)
 	defer putBufioReader(br)
-	in := mimeInputs{
+	in := media.Inputs{
 		Override: r.Header.Get("X-Upload-Type"),
 		PartType: r.Header.Get("Content-Type"),
-		Filename: sanitizeFilename(r.Header.Get("X-Filename")),
+		Filename: media.SanitizeFilename(r.Header.Get("X-Filename")),
 		Head:     peeker(br),
 	}
 	mimeType, ae := resolveMIME(in)
@@ -131,7 +129,7 @@ func (h *Handler) uploadRaw(w http.ResponseWriter, r *http.Request, acct *Accoun
 // peeker returns a MIME sniffing source reading ahead in br.
 func peeker(br *bufio.Reader) func() []byte {
 	return func() []byte {
-		head, _ := br.Peek(sniffLen) // a read error shows again on the next Read
+		head, _ := br.Peek(media.SniffLen) // a read error shows again on the next Read
 		return head
 	}
 }
@@ -262,7 +260,7 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 		}
 		return validationError("file is required")
 	}
-	filename := sanitizeFilename(part.FileName())
+	filename := media.SanitizeFilename(part.FileName())
 	partType := part.Header.Get("Content-Type")
 	body.inFile = true
 	var src io.Reader = part
@@ -270,12 +268,12 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 		br := getBufioReader(part)
 		defer putBufioReader(br)
 		src = br
-		mimeType, ae := resolveMIME(mimeInputs{
+		mimeType, ae := resolveMIME(media.Inputs{
 			PartType: partType, TypeField: f.typeField, Filename: filename, Head: peeker(br),
 		})
 		// The part's own type, or a type field already read, decides; a
 		// type field later in the form could not change it.
-		decided := !isGenericType(mediaType(partType)) || f.typeField != ""
+		decided := !media.IsGeneric(media.Type(partType)) || f.typeField != ""
 		if ae != nil && decided {
 			return ae
 		}
@@ -295,7 +293,7 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 					if next != nil {
 						return errTwoFiles
 					}
-					if late := mediaType(f.typeField); !decided && !isGenericType(late) && late != mimeType {
+					if late := media.Type(f.typeField); !decided && !media.IsGeneric(late) && late != mimeType {
 						return errLateType
 					}
 					return nil
@@ -323,7 +321,7 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 	if f.phone == "" {
 		return validationError("phoneNumberId is required")
 	}
-	mimeType, ae := resolveMIME(mimeInputs{
+	mimeType, ae := resolveMIME(media.Inputs{
 		PartType: part.Header.Get("Content-Type"), TypeField: f.typeField,
 		Filename: filename, Head: spool.head,
 	})
@@ -393,7 +391,7 @@ func (h *Handler) spool(w http.ResponseWriter, part io.Reader) (*spoolFile, int6
 }
 
 func (s *spoolFile) head() []byte {
-	b := make([]byte, sniffLen)
+	b := make([]byte, media.SniffLen)
 	n, _ := s.f.ReadAt(b, 0)
 	return b[:n]
 }
@@ -425,7 +423,7 @@ type metaUpload struct {
 // when the file's size is known the exact Content-Length follows from the
 // prefix and suffix.
 func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Account, u metaUpload) *apiError {
-	prefix, suffix, contentType := multipartFrame(u.mimeType, u.filename)
+	prefix, suffix, contentType := media.Frame(u.mimeType, u.filename)
 	file := &limitReader{r: fillReader{u.file}, max: h.MaxSize}
 	readers := []io.Reader{bytes.NewReader(prefix), file}
 	if u.finish != nil {
@@ -523,70 +521,8 @@ func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Accou
 	return nil
 }
 
-// multipartFrame returns the bytes that go before and after the file's
-// bytes in the multipart body to Meta, and that body's Content-Type. Both
-// are written by mime/multipart itself, so the framing is exactly what
-// multipart.Writer would produce around the file.
-func multipartFrame(mimeType, filename string) (prefix []byte, suffix, contentType string) {
-	var pre, suf bytes.Buffer
-	sw := &switchWriter{w: &pre}
-	mw := multipart.NewWriter(sw)
-	_ = mw.SetBoundary(randomBoundary())
-	_ = mw.WriteField("messaging_product", "whatsapp")
-	_ = mw.WriteField("type", mimeType)
-	hdr := make(textproto.MIMEHeader, 2)
-	hdr.Set("Content-Disposition", `form-data; name="file"; filename="`+filename+`"`)
-	hdr.Set("Content-Type", mimeType)
-	_, _ = mw.CreatePart(hdr)
-	sw.w = &suf
-	_ = mw.Close()
-	return pre.Bytes(), suf.String(), mw.FormDataContentType()
-}
-
-type switchWriter struct{ w io.Writer }
-
-func (s *switchWriter) Write(p []byte) (int, error) { return s.w.Write(p) }
-
-func randomBoundary() string {
-	var b [24]byte
-	_, _ = rand.Read(b[:])
-	return "whatsapp-media-" + hex.EncodeToString(b[:])
-}
-
 // clientBodyError answers a request whose body could not be read: it
 // ended early, was malformed, or the client went away.
 func clientBodyError(err error) *apiError {
 	return validationError("The request body could not be read in full").withCause(err)
-}
-
-// maxFilenameLength bounds file names passed on to Meta, in bytes.
-const maxFilenameLength = 200
-
-// sanitizeFilename makes a client's file name safe to put in a quoted
-// header parameter: no directories, no control characters (CR and LF
-// above all), no quotes or backslashes, no semicolons, valid UTF-8, a
-// bounded length. An empty result becomes "file", the contract's default.
-func sanitizeFilename(name string) string {
-	name = strings.ToValidUTF8(name, "_")
-	if i := strings.LastIndexAny(name, `/\`); i >= 0 {
-		name = name[i+1:]
-	}
-	name = strings.Map(func(r rune) rune {
-		switch {
-		case r == '"' || r == ';' || r == '\\' || r == '/' || r == '%':
-			return '_'
-		case unicode.IsControl(r) || r == utf8.RuneError || !unicode.IsPrint(r) && r != ' ':
-			return -1
-		}
-		return r
-	}, name)
-	name = strings.TrimSpace(name)
-	for len(name) > maxFilenameLength {
-		_, size := utf8.DecodeLastRuneInString(name)
-		name = name[:len(name)-size]
-	}
-	if name == "" || name == "." || name == ".." {
-		return "file"
-	}
-	return name
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/avenping/caddy-whatsapp-media/internal/media"
 	"github.com/avenping/caddy-whatsapp-media/metaemu"
 )
 
@@ -94,7 +95,7 @@ func TestUploadRawContentLengthComputed(t *testing.T) {
 				}
 				up := e.checkStored(e.do(e.rawUpload(tokPremium, bytes.NewReader(data), hdr)), data, "image/jpeg")
 				assert.Equal(t, up.BodyBytes, up.ContentLength)
-				prefix, suffix, _ := multipartFrame("image/jpeg", sanitizeFilename(name))
+				prefix, suffix, _ := media.Frame("image/jpeg", media.SanitizeFilename(name))
 				assert.Equal(t, int64(len(prefix)+n+len(suffix)), up.ContentLength)
 			})
 		}
@@ -455,10 +456,10 @@ func TestSanitizeFilename(t *testing.T) {
 		"\xff\xfe.jpg":           "_.jpg",
 		"ünïcødé.jpg":            "ünïcødé.jpg",
 		"..":                     "file",
-		strings.Repeat("a", 500): strings.Repeat("a", maxFilenameLength),
+		strings.Repeat("a", 500): strings.Repeat("a", media.MaxFilenameLength),
 	}
 	for in, want := range cases {
-		got := sanitizeFilename(in)
+		got := media.SanitizeFilename(in)
 		assert.Equal(t, want, got, "%q", in)
 		assert.NotContains(t, got, "\r")
 		assert.NotContains(t, got, "\n")

@@ -1,4 +1,4 @@
-package whatsappmedia
+package media
 
 import (
 	"testing"
@@ -41,12 +41,12 @@ func TestParseRange(t *testing.T) {
 		{"bytes=" + string(make([]byte, 300)), 0, 0, false},
 	}
 	for _, c := range cases {
-		br, ok := parseRange(c.h, size)
+		br, ok := ParseRange(c.h, size)
 		assert.Equal(t, c.ok, ok, "%q", c.h)
 		if c.ok {
-			assert.Equal(t, byteRange{c.start, c.end}, br, "%q", c.h)
+			assert.Equal(t, Range{c.start, c.end}, br, "%q", c.h)
 		}
 	}
-	_, ok := parseRange("bytes=0-1", 0)
+	_, ok := ParseRange("bytes=0-1", 0)
 	assert.False(t, ok, "an empty representation has no satisfiable range")
 }

@@ -1,0 +1,39 @@
+package media
+
+import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// MaxFilenameLength bounds file names passed on to Meta, in bytes.
+const MaxFilenameLength = 200
+
+// SanitizeFilename makes a client's file name safe to put in a quoted
+// header parameter: no directories, no control characters (CR and LF
+// above all), no quotes or backslashes, no semicolons, valid UTF-8, a
+// bounded length. An empty result becomes "file", the contract's default.
+func SanitizeFilename(name string) string {
+	name = strings.ToValidUTF8(name, "_")
+	if i := strings.LastIndexAny(name, `/\`); i >= 0 {
+		name = name[i+1:]
+	}
+	name = strings.Map(func(r rune) rune {
+		switch {
+		case r == '"' || r == ';' || r == '\\' || r == '/' || r == '%':
+			return '_'
+		case unicode.IsControl(r) || r == utf8.RuneError || !unicode.IsPrint(r) && r != ' ':
+			return -1
+		}
+		return r
+	}, name)
+	name = strings.TrimSpace(name)
+	for len(name) > MaxFilenameLength {
+		_, size := utf8.DecodeLastRuneInString(name)
+		name = name[:len(name)-size]
+	}
+	if name == "" || name == "." || name == ".." {
+		return "file"
+	}
+	return name
+}
