@@ -457,6 +457,8 @@ func TestSanitizeFilename(t *testing.T) {
 		"ünïcødé.jpg":            "ünïcødé.jpg",
 		"..":                     "file",
 		strings.Repeat("a", 500): strings.Repeat("a", media.MaxFilenameLength),
+		// Found by FuzzSanitizeFilename: the cut left trailing spaces.
+		strings.Repeat("a", media.MaxFilenameLength-1) + "  x": strings.Repeat("a", media.MaxFilenameLength-1),
 	}
 	for in, want := range cases {
 		got := media.SanitizeFilename(in)

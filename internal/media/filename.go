@@ -27,11 +27,13 @@ func SanitizeFilename(name string) string {
 		}
 		return r
 	}, name)
-	name = strings.TrimSpace(name)
 	for len(name) > MaxFilenameLength {
 		_, size := utf8.DecodeLastRuneInString(name)
 		name = name[:len(name)-size]
 	}
+	// Trimmed after the cut, so that the result is stable (found by
+	// FuzzSanitizeFilename: a cut could leave trailing spaces).
+	name = strings.TrimSpace(name)
 	if name == "" || name == "." || name == ".." {
 		return "file"
 	}
