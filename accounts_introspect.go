@@ -359,22 +359,17 @@ func (s *IntrospectAccounts) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			name = http.CanonicalHeaderKey(name)
 			s.Headers[name] = append(s.Headers[name], value)
-		case "timeout", "cache_ttl", "negative_ttl":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
+		case "timeout":
+			if err := parseDurationArg(d, &s.Timeout); err != nil {
+				return err
 			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur <= 0 {
-				return d.Errf("%s must be a positive duration such as 30s: '%s'", opt, v)
+		case "cache_ttl":
+			if err := parseDurationArg(d, &s.CacheTTL); err != nil {
+				return err
 			}
-			switch opt {
-			case "timeout":
-				s.Timeout = caddy.Duration(dur)
-			case "cache_ttl":
-				s.CacheTTL = caddy.Duration(dur)
-			case "negative_ttl":
-				s.NegativeTTL = caddy.Duration(dur)
+		case "negative_ttl":
+			if err := parseDurationArg(d, &s.NegativeTTL); err != nil {
+				return err
 			}
 		case "max_entries":
 			var v string

@@ -79,22 +79,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "spool_dir":
 				h.SpoolDir = v
 			}
-		case "dial_timeout", "response_timeout", "stall_timeout":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
+		case "dial_timeout":
+			if err := parseDurationArg(d, &h.DialTimeout); err != nil {
+				return err
 			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur <= 0 {
-				return d.Errf("%s must be a positive duration such as 5s: '%s'", opt, v)
+		case "response_timeout":
+			if err := parseDurationArg(d, &h.ResponseTimeout); err != nil {
+				return err
 			}
-			switch opt {
-			case "dial_timeout":
-				h.DialTimeout = caddy.Duration(dur)
-			case "response_timeout":
-				h.ResponseTimeout = caddy.Duration(dur)
-			case "stall_timeout":
-				h.StallTimeout = caddy.Duration(dur)
+		case "stall_timeout":
+			if err := parseDurationArg(d, &h.StallTimeout); err != nil {
+				return err
 			}
 		case "media_hosts":
 			hosts := d.RemainingArgs()
@@ -128,6 +123,22 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("unrecognized whatsapp_media option '%s'", opt)
 		}
 	}
+	return nil
+}
+
+// parseDurationArg parses the one argument of the current option as a
+// positive duration into dst.
+func parseDurationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	opt := d.Val()
+	var v string
+	if !d.AllArgs(&v) {
+		return d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur <= 0 {
+		return d.Errf("%s must be a positive duration such as 30s: '%s'", opt, v)
+	}
+	*dst = caddy.Duration(dur)
 	return nil
 }
 

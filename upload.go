@@ -204,6 +204,18 @@ func (f *form) nextFile() (*multipart.Part, *apiError) {
 	}
 }
 
+// rest reads the parts after the file part: another file is refused.
+func (f *form) rest() *apiError {
+	next, ae := f.nextFile()
+	if ae != nil {
+		return ae
+	}
+	if next != nil {
+		return errTwoFiles
+	}
+	return nil
+}
+
 var (
 	errMalformedForm = validationError("Malformed multipart/form-data body")
 	errFormOverhead  = validationError("The multipart body's headers and fields are too large")
@@ -286,12 +298,8 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 				// never stores a file from a request we refuse.
 				finish: func() error {
 					body.inFile = false
-					next, ae := f.nextFile()
-					if ae != nil {
+					if ae := f.rest(); ae != nil {
 						return ae
-					}
-					if next != nil {
-						return errTwoFiles
 					}
 					if late := media.Type(f.typeField); !decided && !media.IsGeneric(late) && late != mimeType {
 						return errLateType
@@ -311,12 +319,8 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 	}
 	defer spool.close()
 	body.inFile = false
-	next, ae := f.nextFile()
-	if ae != nil {
+	if ae := f.rest(); ae != nil {
 		return ae
-	}
-	if next != nil {
-		return errTwoFiles
 	}
 	if f.phone == "" {
 		return validationError("phoneNumberId is required")
