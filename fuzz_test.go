@@ -48,7 +48,13 @@ func FuzzCaddyfile(f *testing.F) {
 	f.Add("accounts introspect http://x {\nheader A b\ntimeout 1s\n}")
 	f.Add("media_hosts *.fbcdn.net\ngraph_version v23.0")
 	f.Fuzz(func(t *testing.T, body string) {
+		// caddyfile.NewTestDispenser exits the process on input the lexer
+		// rejects (found by this target): lex first, as Caddy does.
+		tokens, err := caddyfile.Tokenize([]byte("whatsapp_media {\n"+body+"\n}"), "Caddyfile")
+		if err != nil {
+			return
+		}
 		var h Handler
-		_ = h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("whatsapp_media {\n" + body + "\n}"))
+		_ = h.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens))
 	})
 }
