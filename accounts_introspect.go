@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -86,6 +87,11 @@ type introspectAnswer struct {
 // old one) and the purge admin endpoint can reach it.
 type introspectCache struct {
 	c *otter.Cache[[sha256.Size]byte, introspectAnswer]
+	// purges counts purges. otter drops a load in flight when its key is
+	// invalidated, but not on InvalidateAll: a load that saw a purge
+	// while it ran asks the app again, so that a token revoked before a
+	// purge-all is not cached from an answer given before it.
+	purges atomic.Uint64
 }
 
 // Destruct implements caddy.Destructor.
@@ -222,7 +228,15 @@ func (s *IntrospectAccounts) Lookup(ctx context.Context, token string) (*Account
 		func(ctx context.Context, _ [sha256.Size]byte) (introspectAnswer, error) {
 			// The call is shared by every caller waiting for this token:
 			// one caller going away must not fail it for the others.
-			return s.introspect(context.WithoutCancel(ctx), token)
+			ctx = context.WithoutCancel(ctx)
+			for try := 0; try < 3; try++ {
+				before := s.cache.purges.Load()
+				a, err := s.introspect(ctx, token)
+				if err != nil || s.cache.purges.Load() == before {
+					return a, err
+				}
+			}
+			return introspectAnswer{}, errors.New("introspection kept racing purges")
 		}))
 	if err != nil {
 		return nil, err
@@ -239,7 +253,7 @@ func (a introspectAnswer) result() (*Account, error) {
 
 // introspectResponse is the app's answer (contract section 9).
 type introspectResponse struct {
-	Active          bool     `json:"active"`
+	Active          *bool    `json:"active"`
 	Sub             string   `json:"sub"`
 	Plan            string   `json:"plan"`
 	PlanExpiresAt   *string  `json:"plan_expires_at"`
@@ -276,13 +290,14 @@ func (s *IntrospectAccounts) introspect(ctx context.Context, token string) (intr
 		return introspectAnswer{}, errors.New("introspection answer too large")
 	}
 	var ir introspectResponse
-	if err := json.Unmarshal(raw, &ir); err != nil {
+	if err := json.Unmarshal(raw, &ir); err != nil || ir.Active == nil {
+		// null, {} or an error object is "cannot answer", not "revoked".
 		return introspectAnswer{}, errors.New("introspection answer is not the expected JSON")
 	}
 	if ce := s.logger.Check(zapcore.DebugLevel, "introspection answered"); ce != nil {
-		ce.Write(zap.Bool("active", ir.Active), zap.String("sub", ir.Sub), zap.Duration("duration", time.Since(start)))
+		ce.Write(zap.Bool("active", *ir.Active), zap.String("sub", ir.Sub), zap.Duration("duration", time.Since(start)))
 	}
-	if !ir.Active {
+	if !*ir.Active {
 		return introspectAnswer{}, nil
 	}
 	if ir.Sub == "" {
@@ -312,6 +327,7 @@ func purgeIntrospectCaches(token string) int {
 	key := sha256.Sum256([]byte(token))
 	introspectPool.Range(func(_, v any) bool {
 		ic := v.(*introspectCache)
+		ic.purges.Add(1)
 		if token == "" {
 			n += ic.c.EstimatedSize()
 			ic.c.InvalidateAll()

@@ -161,14 +161,29 @@ func (h *Handler) serveDownload(w http.ResponseWriter, r *http.Request, mediaID 
 		return ae
 	}
 	defer resp.Body.Close()
-	body := io.Reader(resp.Body)
+	// The stall guard: no byte from the CDN, or taken by the client, for
+	// stall_timeout breaks the transfer both ways.
+	guard := newStallGuard(time.Duration(h.StallTimeout), func() {
+		cancel()
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now())
+	})
+	defer guard.stop()
+	body := io.Reader(progressReader{resp.Body, guard})
 	if rng != nil && resp.StatusCode == http.StatusOK {
-		// The CDN ignored the range: skip to it ourselves.
-		if _, err := io.CopyN(io.Discard, resp.Body, rng.Start); err != nil {
+		// The CDN ignored the range and sends the whole file: skip to the
+		// range ourselves, and take just its bytes.
+		if resp.ContentLength >= 0 && resp.ContentLength != size {
 			clearDownloadHeaders(hdr)
+			return errUpstreamBadAnswer.withCause(fmt.Errorf("cdn content-length %d, meta file_size %d", resp.ContentLength, size))
+		}
+		if _, err := io.CopyN(io.Discard, body, rng.Start); err != nil {
+			clearDownloadHeaders(hdr)
+			if guard.stop() {
+				return errUpstreamTimeout.withCause(errors.New("the cdn stalled"))
+			}
 			return classifyTransportError(err)
 		}
-		body = io.LimitReader(resp.Body, want+1) // one more, to notice a longer body
+		body = io.LimitReader(body, want)
 		resp.ContentLength = -1
 	}
 	if want >= 0 && resp.ContentLength >= 0 && rng == nil && resp.ContentLength != want {
@@ -189,14 +204,10 @@ func (h *Handler) serveDownload(w http.ResponseWriter, r *http.Request, mediaID 
 	// Content-Length, and a transfer that breaks later still shows as a
 	// broken 200, not as a connection that never answered.
 	_ = http.NewResponseController(w).Flush()
-	// The stall guard: no byte from the CDN, or taken by the client, for
-	// stall_timeout breaks the transfer both ways.
-	guard := newStallGuard(time.Duration(h.StallTimeout), func() {
-		cancel()
-		_ = http.NewResponseController(w).SetWriteDeadline(time.Now())
-	})
 	n, reason, err := copyVerified(w, body, want, verify, guard)
-	if guard.stop() && reason != "" {
+	if guard.stop() {
+		// The write deadline was moved: even a copy that seemed to end
+		// may not have reached the client in full.
 		reason = "stalled"
 	}
 	setMediaVars(r, mediaID, n)
@@ -241,9 +252,6 @@ func copyVerified(w io.Writer, src io.Reader, want int64, verify []byte, guard *
 	for {
 		n, err := src.Read(spare)
 		if n > 0 {
-			if guard != nil {
-				guard.progress()
-			}
 			read += int64(n)
 			if want >= 0 && read > want {
 				return written, "too_long", fmt.Errorf("cdn sent more than %d bytes", want)
@@ -251,15 +259,10 @@ func copyVerified(w io.Writer, src io.Reader, want int64, verify []byte, guard *
 			if hasher != nil {
 				hasher.Write(spare[:n])
 			}
-			if len(pending) > 0 {
-				m, werr := w.Write(pending)
-				written += int64(m)
-				if werr != nil {
-					return written, "client_write", werr
-				}
-				if guard != nil {
-					guard.progress()
-				}
+			if m, werr := writeSlices(w, pending, guard); werr != nil {
+				return written + m, "client_write", werr
+			} else {
+				written += m
 			}
 			pending = spare[:n]
 			cur, spare = spare, cur
@@ -277,12 +280,34 @@ func copyVerified(w io.Writer, src io.Reader, want int64, verify []byte, guard *
 	if hasher != nil && !bytes.Equal(hasher.Sum(nil), verify) {
 		return written, "digest_mismatch", errors.New("the bytes do not match meta's sha256")
 	}
-	m, err := w.Write(pending)
-	written += int64(m)
+	m, err := writeSlices(w, pending, guard)
+	written += m
 	if err != nil {
 		return written, "client_write", err
 	}
 	return written, "", nil
+}
+
+// writeSliceSize is how much is written to the client between two reports
+// of progress to the stall guard, so that a slow but steady client (a few
+// hundred bytes a second) is never taken for a stalled one.
+const writeSliceSize = 16 << 10
+
+func writeSlices(w io.Writer, p []byte, guard *stallGuard) (int64, error) {
+	var n int64
+	for len(p) > 0 {
+		chunk := p[:min(len(p), writeSliceSize)]
+		m, err := w.Write(chunk)
+		n += int64(m)
+		if err != nil {
+			return n, err
+		}
+		if guard != nil {
+			guard.progress()
+		}
+		p = p[len(chunk):]
+	}
+	return n, nil
 }
 
 func (h *Handler) logDownloadAbort(r *http.Request, mediaID string, info *mediaInfo, reason string, n, want int64, extra ...zap.Field) {

@@ -128,17 +128,26 @@ func (f *funcReader) Read([]byte) (int, error) {
 }
 
 // stallGuard calls onStall when no progress was reported for d: the
-// stall guard of a transfer, "no byte moved in either direction".
+// stall guard of a transfer, "no byte moved in either direction". Once
+// stop has returned, onStall is not running and will not run.
 type stallGuard struct {
 	d     time.Duration
 	timer *time.Timer
-	fired atomic.Bool
+
+	mu      sync.Mutex
+	fired   bool
+	stopped bool
 }
 
 func newStallGuard(d time.Duration, onStall func()) *stallGuard {
 	g := &stallGuard{d: d}
 	g.timer = time.AfterFunc(d, func() {
-		g.fired.Store(true)
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.stopped {
+			return
+		}
+		g.fired = true
 		onStall()
 	})
 	return g
@@ -147,10 +156,14 @@ func newStallGuard(d time.Duration, onStall func()) *stallGuard {
 // progress pushes the deadline back.
 func (g *stallGuard) progress() { g.timer.Reset(g.d) }
 
-// stop disarms the guard; it reports whether the guard had fired.
+// stop disarms the guard, waiting for a running onStall; it reports
+// whether the guard had fired.
 func (g *stallGuard) stop() bool {
 	g.timer.Stop()
-	return g.fired.Load()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.stopped = true
+	return g.fired
 }
 
 // progressReader reports every byte it reads to a stall guard.
@@ -222,8 +235,8 @@ func (b *requestBody) Close() error { return nil }
 // client, the client connection's read deadline is moved to now to
 // release it: Meta has answered or failed, so the rest of that body is no
 // longer wanted. The error that this provokes is reported as
-// errBodyStopped, not as the client's fault; our own refusals
-// (errFileTooLarge, an *apiError from a finish function) are kept.
+// errBodyStopped; refusals made before (a finish function's, the size
+// limit's) are kept.
 func (b *requestBody) stop(w http.ResponseWriter) error {
 	forced := false
 	if !b.mu.TryLock() {
@@ -234,8 +247,10 @@ func (b *requestBody) stop(w http.ResponseWriter) error {
 	defer b.mu.Unlock()
 	b.stopped = true
 	err := b.err
-	var ae *apiError
-	if forced && err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, errFileTooLarge) && !errors.As(err, &ae) {
+	// A Read that the deadline released failed because of it, also one
+	// inside a finish function reading the rest of the form: that is not
+	// the client's fault, and Meta's answer (or failure) is what counts.
+	if forced && err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, errFileTooLarge) {
 		err = errBodyStopped
 	}
 	return err

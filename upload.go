@@ -428,21 +428,15 @@ type metaUpload struct {
 // prefix and suffix.
 func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Account, u metaUpload) *apiError {
 	prefix, suffix, contentType := media.Frame(u.mimeType, u.filename)
-	file := &limitReader{r: fillReader{u.file}, max: h.MaxSize}
-	readers := []io.Reader{bytes.NewReader(prefix), file}
-	if u.finish != nil {
-		readers = append(readers, &funcReader{fn: u.finish})
-	}
-	readers = append(readers, strings.NewReader(suffix))
-	body := &requestBody{r: io.MultiReader(readers...)}
-
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	// The stall guard: no byte taken from the client, or taken by Meta,
 	// for stall_timeout cancels the request to Meta. Which side stalled
-	// decides the answer.
+	// decides the answer. Every read from the client counts as progress,
+	// so a slow but steady client is never cut off.
 	var clientStalled atomic.Bool
-	body.guard = newStallGuard(time.Duration(h.StallTimeout), func() {
+	body := &requestBody{}
+	guard := newStallGuard(time.Duration(h.StallTimeout), func() {
 		if body.reading.Load() {
 			// net/http's transport, once cancelled, still waits for its
 			// body Read to return: release it.
@@ -451,7 +445,15 @@ func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Accou
 		}
 		cancel()
 	})
-	defer body.guard.stop()
+	defer guard.stop()
+	body.guard = guard
+	file := &limitReader{r: fillReader{progressReader{u.file, guard}}, max: h.MaxSize}
+	readers := []io.Reader{bytes.NewReader(prefix), file}
+	if u.finish != nil {
+		readers = append(readers, &funcReader{fn: u.finish})
+	}
+	readers = append(readers, strings.NewReader(suffix))
+	body.r = io.MultiReader(readers...)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.graphBase+"/"+u.phone+"/media", body)
 	if err != nil {
 		return errInternal.withCause(err)
@@ -476,7 +478,7 @@ func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Accou
 	// whatever Meta made of the aborted body.
 	bodyErr := body.stop(w)
 	metrics.bytes.WithLabelValues("upload").Add(float64(file.n))
-	if body.guard.stop() {
+	if guard.stop() {
 		if clientStalled.Load() {
 			return errClientStalled
 		}

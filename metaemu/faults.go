@@ -32,6 +32,8 @@ const (
 	Redirect
 	// Slow (cdn) serves the file in 16 KiB pieces, Delay apart.
 	Slow
+	// IgnoreRange (cdn) serves the whole file, 200, whatever the Range.
+	IgnoreRange
 )
 
 // Fault breaks requests to one route of the emulator.

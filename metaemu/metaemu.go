@@ -244,7 +244,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var bodyFault *Fault
 	if f := s.takeFault(route); f != nil {
 		switch f.Kind {
-		case CutBody, Corrupt, Slow:
+		case CutBody, Corrupt, Slow, IgnoreRange:
 			bodyFault = f // applied while serving the bytes
 		default:
 			if s.applyFault(w, r, f) {
@@ -588,6 +588,11 @@ func (s *Server) serveCDN(w http.ResponseWriter, r *http.Request, fault *Fault) 
 	w.Header().Set("Content-Type", m.MimeType)
 	w.Header().Set("Cache-Control", "private, max-age=300")
 	if fault == nil {
+		http.ServeContent(w, r, "", m.Created, f)
+		return
+	}
+	if fault.Kind == IgnoreRange {
+		r.Header.Del("Range")
 		http.ServeContent(w, r, "", m.Created, f)
 		return
 	}
