@@ -2,12 +2,14 @@ package whatsappmedia
 
 // Fuzz targets that need the handler's package (and so Caddy, which makes
 // each execution slow). The pure logic is fuzzed in internal/media. CI runs
-// each briefly; long runs on this project's machine (2 cores), recorded:
+// each briefly; long runs on this project's machine (2 cores, 2026-11-25), recorded:
 //
 //	go test -run '^$' -fuzz '^FuzzCaddyfile$' -fuzztime 10m .
 //
-// FuzzFormParse: RUNS_FORM_PARSE
-// FuzzCaddyfile: RUNS_CADDYFILE
+// FuzzFormParse: 144,068 executions in 120 s, no failure (slow: the test binary imports Caddy)
+// FuzzCaddyfile: 1,154,469 executions (338,914 + 815,555); the first run stopped at 338,914 on
+//                an input the lexer rejects, which made caddyfile.NewTestDispenser exit the process
+//                (the target now lexes first; the input is in the corpus)
 
 import (
 	"bytes"
