@@ -41,6 +41,9 @@ type Config struct {
 	// Discard keeps only each upload's size and digest, not its bytes
 	// (for benchmarks); such media cannot be downloaded.
 	Discard bool
+	// DiscardUploads is Discard for uploads only: media added with
+	// AddMedia are still stored and can be downloaded.
+	DiscardUploads bool
 	// URLTTL is how long a media URL works. Default: 5 minutes, as Meta's.
 	URLTTL time.Duration
 	// FileSizeAsNumber makes metadata carry file_size as a JSON number
@@ -417,7 +420,7 @@ func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request, phone strin
 		}
 		up.FileName, up.FileType = part.FileName(), part.Header.Get("Content-Type")
 		var dst io.Writer = io.Discard
-		if !s.cfg.Discard {
+		if !s.cfg.Discard && !s.cfg.DiscardUploads {
 			tmp, err = os.CreateTemp(s.cfg.Dir, "upload-*")
 			if err != nil {
 				fail(http.StatusInternalServerError, metaErr{Message: "An unknown error has occurred.", Type: "OAuthException", Code: 1})

@@ -1,0 +1,493 @@
+// Command bench measures the gateway side by side with the floor and the
+// baseline, in one run, alternating the contenders:
+//
+//   - gateway: uploads (mode A and B) and downloads through whatsapp_media;
+//   - reverse_proxy: the same Caddy binary with plain reverse_proxy moving
+//     the same bytes (a pre-encoded multipart body, the CDN URL) to the
+//     same emulator: the floor for any Caddy-based gateway;
+//   - direct: the client talking to the emulator, no proxy: the loopback
+//     limit;
+//   - buffered: a server that does what the app's routes do (read the whole
+//     file into memory, then send it).
+//
+// It prints a Markdown table: median wall time, MB/s, the ratio to
+// reverse_proxy, and the peak RSS growth of the serving process
+// (/proc/<pid>/status VmHWM after the batch minus VmRSS before it, with the
+// peak reset through /proc/<pid>/clear_refs), then 1 KB uploads per second
+// at 32-way concurrency. Run it from the repository root:
+//
+//	go run ./bench                 # the full table (several minutes)
+//	go run ./bench -smoke          # small sizes, to check that it works
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/avenping/caddy-whatsapp-media/metaemu"
+)
+
+const (
+	apiToken  = "bench-token"
+	metaToken = "bench-meta-token"
+	phone     = "106540352242922"
+)
+
+func main() {
+	buffered := flag.String("buffered-server", "", "internal: run the buffered baseline server on this address, against -graph")
+	graph := flag.String("graph", "", "internal: the emulator's URL for -buffered-server")
+	smoke := flag.Bool("smoke", false, "small sizes and one run: check that the harness works")
+	sizesFlag := flag.String("sizes", "1MB,10MB,100MB", "file sizes")
+	concFlag := flag.String("conc", "1,8,32", "concurrency levels")
+	runs := flag.Int("runs", 3, "runs of each measurement (the median is printed)")
+	flag.Parse()
+	if *buffered != "" {
+		serveBuffered(*buffered, *graph)
+		return
+	}
+	sizes, conc := parseSizes(*sizesFlag), parseInts(*concFlag)
+	rpsFor := 3 * time.Second
+	if *smoke {
+		sizes, conc, *runs, rpsFor = []int64{64 << 10}, []int{1, 2}, 1, 500*time.Millisecond
+	}
+	if err := run(sizes, conc, *runs, rpsFor); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// contender is one way of moving the bytes.
+type contender struct {
+	name string
+	base string // URL of the server the client talks to
+	pid  int    // the serving process, 0 for direct
+}
+
+func run(sizes []int64, conc []int, runs int, rpsFor time.Duration) error {
+	dir, err := os.MkdirTemp("", "whatsapp-media-bench-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "caddy")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/caddy").CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/caddy: %v\n%s", err, out)
+	}
+	emu, err := metaemu.New(metaemu.Config{Tokens: map[string][]string{metaToken: {phone}}, DiscardUploads: true,
+		URLTTL: time.Hour, Dir: filepath.Join(dir, "media")})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "media"), 0o700); err != nil {
+		return err
+	}
+	emuSrv := httptest.NewServer(emu)
+	defer emuSrv.Close()
+
+	var procs []*exec.Cmd
+	defer func() {
+		for _, p := range procs {
+			_ = p.Process.Kill()
+			_ = p.Wait()
+		}
+	}()
+	start := func(name string, args ...string) (contender, error) {
+		addr := freeAddr()
+		cmd := exec.Command(args[0], args[1:]...)
+		if args[0] == bin {
+			cfg := filepath.Join(dir, name+".Caddyfile")
+			if err := os.WriteFile(cfg, []byte(caddyfile(name, addr, emuSrv.URL)), 0o600); err != nil {
+				return contender{}, err
+			}
+			cmd = exec.Command(bin, "run", "--config", cfg, "--adapter", "caddyfile")
+		} else {
+			cmd.Args = append(cmd.Args, "-buffered-server", addr, "-graph", emuSrv.URL)
+		}
+		cmd.Env = append(os.Environ(), "HOME="+dir)
+		if err := cmd.Start(); err != nil {
+			return contender{}, err
+		}
+		procs = append(procs, cmd)
+		if err := waitListening(addr); err != nil {
+			return contender{}, fmt.Errorf("%s: %v", name, err)
+		}
+		return contender{name: name, base: "http://" + addr, pid: cmd.Process.Pid}, nil
+	}
+	gw, err := start("gateway", bin)
+	if err != nil {
+		return err
+	}
+	rp, err := start("reverse_proxy", bin)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	buf, err := start("buffered", self)
+	if err != nil {
+		return err
+	}
+	direct := contender{name: "direct", base: emuSrv.URL}
+	contenders := []contender{gw, rp, direct, buf}
+
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
+	fmt.Printf("# whatsapp_media benchmark\n\n%s, %d CPUs; %d run(s) a cell, median shown.\n\n", time.Now().UTC().Format(time.RFC3339), cpuCount(), runs)
+	fmt.Println("| op | size | conc | contender | median | MB/s | × reverse_proxy | peak RSS growth |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
+	for _, op := range []string{"upload-raw", "upload-multipart", "download"} {
+		for _, size := range sizes {
+			data := make([]byte, size)
+			_, _ = rand.Read(data)
+			copy(data, "%PDF-1.7\n")
+			id, err := emu.AddMedia(phone, "application/pdf", data)
+			if err != nil {
+				return err
+			}
+			cdnURL, err := mediaURL(client, emuSrv.URL, id)
+			if err != nil {
+				return err
+			}
+			for _, n := range conc {
+				times := map[string][]time.Duration{}
+				growth := map[string]int64{}
+				for r := 0; r < runs; r++ {
+					for _, c := range contenders {
+						if op == "upload-multipart" && c.name == "buffered" {
+							continue // the buffered baseline takes raw bodies
+						}
+						rss := resetPeak(c.pid)
+						d, err := batch(client, c, op, data, id, cdnURL, n)
+						if err != nil {
+							return fmt.Errorf("%s %s %d×%d: %v", c.name, op, n, size, err)
+						}
+						times[c.name] = append(times[c.name], d)
+						if g := peakRSS(c.pid) - rss; g > growth[c.name] {
+							growth[c.name] = g
+						}
+					}
+				}
+				floor := median(times["reverse_proxy"])
+				for _, c := range contenders {
+					ts := times[c.name]
+					if len(ts) == 0 {
+						continue
+					}
+					m := median(ts)
+					mbps := float64(size) * float64(n) / m.Seconds() / 1e6
+					rssText := "n/a"
+					if c.pid != 0 {
+						rssText = fmt.Sprintf("%.1f MiB", float64(growth[c.name])/1024)
+					}
+					fmt.Printf("| %s | %s | %d | %s | %v | %.0f | %.2f | %s |\n", op, human(size), n, c.name,
+						m.Round(time.Millisecond), mbps, float64(m)/float64(floor), rssText)
+				}
+			}
+		}
+	}
+	fmt.Printf("\n| 1 KB uploads/s at 32-way | requests/s | × reverse_proxy |\n| --- | --- | --- |\n")
+	rps := map[string]float64{}
+	for _, c := range []contender{gw, rp} {
+		rps[c.name] = smallUploads(client, c, rpsFor)
+	}
+	for _, name := range []string{"gateway", "reverse_proxy"} {
+		fmt.Printf("| %s | %.0f | %.2f |\n", name, rps[name], rps[name]/rps["reverse_proxy"])
+	}
+	return nil
+}
+
+func caddyfile(name, addr, graph string) string {
+	global := "{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n\n"
+	if name == "reverse_proxy" {
+		return global + "http://" + addr + " {\n\treverse_proxy " + strings.TrimPrefix(graph, "http://") + "\n}\n"
+	}
+	return global + "http://" + addr + ` {
+	whatsapp_media {
+		graph_url ` + graph + `
+		max_size 200MiB
+		accounts static {
+			account bench {
+				token ` + apiToken + `
+				plan premium
+				meta_token ` + metaToken + `
+				phone_numbers ` + phone + `
+			}
+		}
+	}
+}
+`
+}
+
+// batch moves n copies of data at once and returns the wall time.
+func batch(client *http.Client, c contender, op string, data []byte, id, cdnURL string, n int) (time.Duration, error) {
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- once(client, c, op, data, id, cdnURL)
+		}()
+	}
+	wg.Wait()
+	d := time.Since(start)
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return 0, err
+		}
+	}
+	return d, nil
+}
+
+// once moves the file once, the way the contender moves it.
+func once(client *http.Client, c contender, op string, data []byte, id, cdnURL string) error {
+	var req *http.Request
+	proxied := c.name == "reverse_proxy" || c.name == "direct"
+	switch {
+	case op == "download" && proxied:
+		u := c.base + strings.TrimPrefix(cdnURL, cdnURL[:strings.Index(cdnURL, "/whatsapp_business")])
+		req, _ = http.NewRequest(http.MethodGet, u, nil)
+		req.Header.Set("Authorization", "Bearer "+metaToken)
+		req.Header.Set("User-Agent", "bench/1")
+	case op == "download":
+		req, _ = http.NewRequest(http.MethodGet, c.base+"/v2/media/"+id+"/download", nil)
+		req.Header.Set("Authorization", "Bearer "+apiToken)
+	case proxied:
+		// What Meta receives: the pre-encoded multipart body.
+		body, ct := metaBody(data)
+		req, _ = http.NewRequest(http.MethodPost, c.base+"/v23.0/"+phone+"/media", body)
+		req.Header.Set("Content-Type", ct)
+		req.Header.Set("Authorization", "Bearer "+metaToken)
+	case op == "upload-multipart":
+		body, ct := clientForm(data)
+		req, _ = http.NewRequest(http.MethodPost, c.base+"/v2/media/upload", body)
+		req.Header.Set("Content-Type", ct)
+		req.Header.Set("Authorization", "Bearer "+apiToken)
+	default:
+		req, _ = http.NewRequest(http.MethodPost, c.base+"/v2/media/upload", bytes.NewReader(data))
+		req.Header.Set("Content-Type", "application/pdf")
+		req.Header.Set("X-Phone-Number-Id", phone)
+		req.Header.Set("Authorization", "Bearer "+apiToken)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	if op == "download" && n != int64(len(data)) {
+		return fmt.Errorf("got %d of %d bytes", n, len(data))
+	}
+	return nil
+}
+
+// metaBody is the multipart body the gateway sends Meta, streamed.
+func metaBody(data []byte) (io.Reader, string) {
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		_ = mw.WriteField("messaging_product", "whatsapp")
+		_ = mw.WriteField("type", "application/pdf")
+		h := make(map[string][]string)
+		h["Content-Disposition"] = []string{`form-data; name="file"; filename="file.pdf"`}
+		h["Content-Type"] = []string{"application/pdf"}
+		w, _ := mw.CreatePart(h)
+		_, _ = w.Write(data)
+		pw.CloseWithError(mw.Close())
+	}()
+	return pr, mw.FormDataContentType()
+}
+
+// clientForm is a curl-shaped form: phoneNumberId, then the file.
+func clientForm(data []byte) (io.Reader, string) {
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		_ = mw.WriteField("phoneNumberId", phone)
+		h := make(map[string][]string)
+		h["Content-Disposition"] = []string{`form-data; name="file"; filename="file.pdf"`}
+		h["Content-Type"] = []string{"application/pdf"}
+		w, _ := mw.CreatePart(h)
+		_, _ = w.Write(data)
+		pw.CloseWithError(mw.Close())
+	}()
+	return pr, mw.FormDataContentType()
+}
+
+// smallUploads counts 1 KB uploads completed per second at 32-way
+// concurrency.
+func smallUploads(client *http.Client, c contender, d time.Duration) float64 {
+	data := make([]byte, 1000)
+	copy(data, "%PDF-1.7\n")
+	var done atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := 0; i < 32; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if once(client, c, "upload-raw", data, "", "") == nil {
+					done.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(done.Load()) / d.Seconds()
+}
+
+func mediaURL(client *http.Client, graph, id string) (string, error) {
+	req, _ := http.NewRequest(http.MethodGet, graph+"/v23.0/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+metaToken)
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	s := string(b)
+	i := strings.Index(s, `"url":"`)
+	if i < 0 {
+		return "", fmt.Errorf("no url in %s", s)
+	}
+	s = s[i+7:]
+	return strings.ReplaceAll(s[:strings.Index(s, `"`)], `\u0026`, "&"), nil
+}
+
+// resetPeak resets the process's peak RSS and returns its RSS now (KiB).
+func resetPeak(pid int) int64 {
+	if pid == 0 {
+		return 0
+	}
+	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+	return procField(pid, "VmRSS:")
+}
+
+func peakRSS(pid int) int64 {
+	if pid == 0 {
+		return 0
+	}
+	return procField(pid, "VmHWM:")
+}
+
+func procField(pid int, field string) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), field) {
+			n, _ := strconv.ParseInt(strings.Fields(sc.Text())[1], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitListening(addr string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("nothing listens on %s", addr)
+}
+
+func parseSizes(s string) []int64 {
+	var out []int64
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(f)), "B")
+		mult := int64(1)
+		switch {
+		case strings.HasSuffix(f, "M"):
+			mult, f = 1_000_000, strings.TrimSuffix(f, "M")
+		case strings.HasSuffix(f, "K"):
+			mult, f = 1_000, strings.TrimSuffix(f, "K")
+		}
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			log.Fatalf("bad size %q", s)
+		}
+		out = append(out, n*mult)
+	}
+	return out
+}
+
+func parseInts(s string) []int {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			log.Fatalf("bad number %q", s)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+func human(n int64) string {
+	switch {
+	case n >= 1_000_000:
+		return fmt.Sprintf("%d MB", n/1_000_000)
+	case n >= 1_000:
+		return fmt.Sprintf("%d KB", n/1_000)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func cpuCount() int {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	return strings.Count(string(b), "processor\t:")
+}
