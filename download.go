@@ -189,6 +189,7 @@ func (h *Handler) serveDownload(w http.ResponseWriter, r *http.Request, mediaID 
 	if want >= 0 && resp.ContentLength >= 0 && rng == nil && resp.ContentLength != want {
 		clearDownloadHeaders(hdr)
 		h.logDownloadAbort(r, mediaID, &info, "length_mismatch", 0, want)
+		metrics.downloadAbort.WithLabelValues("length_mismatch").Inc()
 		return errUpstreamBadAnswer.withCause(fmt.Errorf("cdn content-length %d, meta file_size %d", resp.ContentLength, want))
 	}
 	if want < 0 {
