@@ -2,8 +2,6 @@ package whatsappmedia
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -20,11 +18,6 @@ import (
 	"github.com/avenping/caddy-whatsapp-media/internal/media"
 	"github.com/avenping/caddy-whatsapp-media/metaemu"
 )
-
-func hashHex(b []byte) string {
-	d := sha256.Sum256(b)
-	return hex.EncodeToString(d[:])
-}
 
 // lastUpload returns the one upload Meta received.
 func (e *env) lastUpload() metaemu.Upload {

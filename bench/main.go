@@ -310,27 +310,23 @@ func once(client *http.Client, c contender, op string, data []byte, id, cdnURL s
 
 // metaBody is the multipart body the gateway sends Meta, streamed.
 func metaBody(data []byte) (io.Reader, string) {
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	go func() {
-		_ = mw.WriteField("messaging_product", "whatsapp")
-		_ = mw.WriteField("type", "application/pdf")
-		h := make(map[string][]string)
-		h["Content-Disposition"] = []string{`form-data; name="file"; filename="file.pdf"`}
-		h["Content-Type"] = []string{"application/pdf"}
-		w, _ := mw.CreatePart(h)
-		_, _ = w.Write(data)
-		pw.CloseWithError(mw.Close())
-	}()
-	return pr, mw.FormDataContentType()
+	return streamForm(data, "messaging_product", "whatsapp", "type", "application/pdf")
 }
 
 // clientForm is a curl-shaped form: phoneNumberId, then the file.
 func clientForm(data []byte) (io.Reader, string) {
+	return streamForm(data, "phoneNumberId", phone)
+}
+
+// streamForm streams a multipart form: the fields (name, value pairs),
+// then a PDF file part holding data.
+func streamForm(data []byte, fields ...string) (io.Reader, string) {
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
 	go func() {
-		_ = mw.WriteField("phoneNumberId", phone)
+		for i := 0; i+1 < len(fields); i += 2 {
+			_ = mw.WriteField(fields[i], fields[i+1])
+		}
 		h := make(map[string][]string)
 		h["Content-Disposition"] = []string{`form-data; name="file"; filename="file.pdf"`}
 		h["Content-Type"] = []string{"application/pdf"}
