@@ -92,7 +92,10 @@ type Handler struct {
 	// reading, Meta that stops taking an upload's bytes, a CDN that stops
 	// sending. A stalled upload is answered 408 REQUEST_TIMEOUT (the
 	// client) or 504 UPSTREAM_TIMEOUT (Meta); a stalled download is broken
-	// off. Default: 30s.
+	// off. A download's client is seen to move each time it has taken a
+	// chunk (up to 64 KiB), so one reading slower than 64 KiB per
+	// stall_timeout (about 2 KiB/s at the default) counts as stalled.
+	// Default: 30s.
 	StallTimeout caddy.Duration `json:"stall_timeout,omitempty"`
 
 	// MediaHosts are the hosts that media URLs, and redirects from them,

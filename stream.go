@@ -105,6 +105,13 @@ func (f *formBody) Read(p []byte) (int, error) {
 
 func (f *formBody) Close() error { return f.r.Close() }
 
+// readCloser reads from a Reader and closes a Closer: a buffered reader
+// over a request body, with the body's Close.
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
 // funcReader runs fn at its first Read and then reports io.EOF, or fn's
 // error. It lets the upload body check what follows the file part before
 // the multipart body to Meta is closed.

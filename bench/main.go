@@ -59,6 +59,8 @@ func main() {
 	sizesFlag := flag.String("sizes", "1MB,10MB,100MB", "file sizes")
 	concFlag := flag.String("conc", "1,8,32", "concurrency levels")
 	runs := flag.Int("runs", 3, "runs of each measurement (the median is printed)")
+	pprof := flag.Bool("pprof", false, "serve Caddy's admin API (with /debug/pprof/) for the gateway and reverse_proxy, on ports printed at start")
+	opsFlag := flag.String("ops", "upload-raw,upload-multipart,download,rps", "what to measure")
 	flag.Parse()
 	if *buffered != "" {
 		serveBuffered(*buffered, *graph)
@@ -69,7 +71,7 @@ func main() {
 	if *smoke {
 		sizes, conc, *runs, rpsFor = []int64{64 << 10}, []int{1, 2}, 1, 500*time.Millisecond
 	}
-	if err := run(sizes, conc, *runs, rpsFor); err != nil {
+	if err := run(strings.Split(*opsFlag, ","), sizes, conc, *runs, rpsFor, *pprof); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -81,7 +83,7 @@ type contender struct {
 	pid  int    // the serving process, 0 for direct
 }
 
-func run(sizes []int64, conc []int, runs int, rpsFor time.Duration) error {
+func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration, pprof bool) error {
 	dir, err := os.MkdirTemp("", "whatsapp-media-bench-*")
 	if err != nil {
 		return err
@@ -114,7 +116,12 @@ func run(sizes []int64, conc []int, runs int, rpsFor time.Duration) error {
 		cmd := exec.Command(args[0], args[1:]...)
 		if args[0] == bin {
 			cfg := filepath.Join(dir, name+".Caddyfile")
-			if err := os.WriteFile(cfg, []byte(caddyfile(name, addr, emuSrv.URL)), 0o600); err != nil {
+			admin := "off"
+			if pprof {
+				admin = freeAddr()
+				fmt.Fprintf(os.Stderr, "%s: go tool pprof http://%s/debug/pprof/profile?seconds=10\n", name, admin)
+			}
+			if err := os.WriteFile(cfg, []byte(caddyfile(name, addr, emuSrv.URL, admin)), 0o600); err != nil {
 				return contender{}, err
 			}
 			cmd = exec.Command(bin, "run", "--config", cfg, "--adapter", "caddyfile")
@@ -154,7 +161,10 @@ func run(sizes []int64, conc []int, runs int, rpsFor time.Duration) error {
 	fmt.Printf("# whatsapp_media benchmark\n\n%s, %d CPUs; %d run(s) a cell, median shown.\n\n", time.Now().UTC().Format(time.RFC3339), cpuCount(), runs)
 	fmt.Println("| op | size | conc | contender | median | MB/s | × reverse_proxy | peak RSS growth |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
-	for _, op := range []string{"upload-raw", "upload-multipart", "download"} {
+	for _, op := range ops {
+		if op == "rps" {
+			continue
+		}
 		for _, size := range sizes {
 			data := make([]byte, size)
 			_, _ = rand.Read(data)
@@ -204,6 +214,9 @@ func run(sizes []int64, conc []int, runs int, rpsFor time.Duration) error {
 			}
 		}
 	}
+	if !slices.Contains(ops, "rps") {
+		return nil
+	}
 	fmt.Printf("\n| 1 KB uploads/s at 32-way | requests/s | × reverse_proxy |\n| --- | --- | --- |\n")
 	rps := map[string]float64{}
 	for _, c := range []contender{gw, rp} {
@@ -215,8 +228,8 @@ func run(sizes []int64, conc []int, runs int, rpsFor time.Duration) error {
 	return nil
 }
 
-func caddyfile(name, addr, graph string) string {
-	global := "{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n\n"
+func caddyfile(name, addr, graph, admin string) string {
+	global := "{\n\tadmin " + admin + "\n\tauto_https off\n\tpersist_config off\n}\n\n"
 	if name == "reverse_proxy" {
 		return global + "http://" + addr + " {\n\treverse_proxy " + strings.TrimPrefix(graph, "http://") + "\n}\n"
 	}
