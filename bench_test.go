@@ -4,10 +4,15 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/avenping/caddy-whatsapp-media/metaemu"
@@ -51,7 +56,7 @@ func multipartStream(n int64) (io.Reader, string) {
 }
 
 func benchEnv(b *testing.B) *env {
-	return newEnvWith(b, metaemu.Config{Tokens: map[string][]string{metaToken: {phoneA}}, Discard: true},
+	return newEnvWith(b, metaemu.Config{Tokens: map[string][]string{metaToken: {phoneA}}, DiscardUploads: true},
 		func(h *Handler) { h.MaxSize = 200 << 20 })
 }
 
@@ -189,4 +194,147 @@ func TestDownloadAllocationsIndependentOfSize(t *testing.T) {
 	small, large := allocated(1<<20), allocated(64<<20)
 	t.Logf("%d bytes allocated per 1 MiB download, %d per 64 MiB download", small, large)
 	require.Less(t, large, 2*small+(1<<20), "download allocations grow with the file size")
+}
+
+// discardMeta is a RoundTripper standing in for Meta's upload endpoint: it
+// reads the request body to its end and answers a media id, so that a
+// benchmark measures the gateway's parsing and re-encoding alone.
+type discardMeta struct{}
+
+func (discardMeta) RoundTrip(r *http.Request) (*http.Response, error) {
+	_, err := io.Copy(io.Discard, r.Body)
+	r.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
+		Body: io.NopCloser(strings.NewReader(`{"id":"1"}`)), Request: r}, nil
+}
+
+// BenchmarkMultipartReencode measures mode A's re-encoding alone: the
+// client's form parsed, the file part re-framed as Meta's form, no
+// network on either side.
+//
+//	go test -run '^$' -bench BenchmarkMultipartReencode -benchmem .
+func BenchmarkMultipartReencode(b *testing.B) {
+	for _, n := range []int64{1 << 20, 100 << 20} {
+		b.Run(strconv.FormatInt(n>>20, 10)+"MB", func(b *testing.B) {
+			e := benchEnv(b)
+			e.h.client = &http.Client{Transport: discardMeta{}}
+			b.SetBytes(n)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				body, ct := multipartStream(n)
+				req := httptest.NewRequest(http.MethodPost, "/v2/media/upload", body)
+				req.Header.Set("Content-Type", ct)
+				req.Header.Set("Authorization", "Bearer "+tokPremium)
+				req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), nil, nil)
+				w := httptest.NewRecorder()
+				require.NoError(b, e.h.ServeHTTP(w, req, nil))
+				require.Equal(b, 200, w.Code, w.Body.String())
+			}
+		})
+	}
+}
+
+// tlsEnv is a benchEnv whose emulator speaks TLS, with HTTP/2 offered,
+// and whose transport to it speaks HTTP/2 or only HTTP/1.1: Meta's Graph
+// API and CDN offer both.
+func tlsEnv(b *testing.B, h2 bool) *env {
+	e := benchEnv(b)
+	e.emuSrv.Close()
+	e.emuSrv = httptest.NewUnstartedServer(e.emu)
+	e.emuSrv.EnableHTTP2 = true
+	e.emuSrv.StartTLS()
+	e.emu.SetCDNBase(e.emuSrv.URL)
+	e.h.graphBase = e.emuSrv.URL + "/" + e.h.GraphVersion
+	t := e.h.transport
+	t.TLSClientConfig = e.emuSrv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	if h2 {
+		t.Protocols.SetHTTP2(true)
+	}
+	return e
+}
+
+// BenchmarkMetaProtocol compares HTTP/1.1 and HTTP/2 to Meta (the
+// emulator over TLS) for 100 MB uploads and downloads, one at a time and
+// eight at once (HTTP/2 puts those on one connection).
+//
+//	go test -run '^$' -bench BenchmarkMetaProtocol -benchmem .
+func BenchmarkMetaProtocol(b *testing.B) {
+	const n = 100 << 20
+	for _, conc := range []int{1, 8} {
+		for _, proto := range []string{"h1", "h2"} {
+			name := proto + "-x" + strconv.Itoa(conc)
+			b.Run("upload-"+name, func(b *testing.B) {
+				e := tlsEnv(b, proto == "h2")
+				uploadOnce(b, e, "raw", n)
+				b.SetBytes(n * int64(conc))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					inParallel(conc, func() { uploadOnce(b, e, "raw", n) })
+				}
+			})
+			b.Run("download-"+name, func(b *testing.B) {
+				e := tlsEnv(b, proto == "h2")
+				id := bigMedia(b, e, n)
+				downloadOnce(b, e, id, n)
+				b.SetBytes(n * int64(conc))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					inParallel(conc, func() { downloadOnce(b, e, id, n) })
+				}
+			})
+		}
+	}
+}
+
+// inParallel runs fn n times at once and waits for all.
+func inParallel(n int, fn func()) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn()
+		}()
+	}
+	wg.Wait()
+}
+
+// BenchmarkTransportBuffers compares the transport's buffers to Meta at
+// net/http's 4 KiB default and at the 64 KiB newTransport sets.
+//
+//	go test -run '^$' -bench BenchmarkTransportBuffers -benchmem .
+func BenchmarkTransportBuffers(b *testing.B) {
+	const n = 100 << 20
+	for _, op := range []string{"raw", "multipart", "download"} {
+		for _, size := range []int{4 << 10, 64 << 10} {
+			b.Run(op+"-"+strconv.Itoa(size>>10)+"KiB", func(b *testing.B) {
+				e := benchEnv(b)
+				e.h.transport.ReadBufferSize, e.h.transport.WriteBufferSize = size, size
+				var id string
+				if op == "download" {
+					id = bigMedia(b, e, n)
+				}
+				once := func() {
+					if op == "download" {
+						downloadOnce(b, e, id, n)
+					} else {
+						uploadOnce(b, e, op, n)
+					}
+				}
+				once()
+				b.SetBytes(n)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					once()
+				}
+			})
+		}
+	}
 }

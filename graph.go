@@ -21,15 +21,22 @@ const userAgent = "caddy-whatsapp-media/1.0 (+https://github.com/avenping/caddy-
 // memory: its JSON answers are small, and anything larger is not one.
 const maxMetaErrorBody = 1 << 20
 
-// newTransport returns the transport for all requests to Meta. Buffers are
+// newTransport returns the transport for all requests to Meta.
+//
+// It speaks HTTP/1.1 only, although Meta offers HTTP/2: with a connection
+// a transfer, eight 100 MB downloads moved 1.36x faster than over Go's
+// HTTP/2 client, which puts them all on one connection and allocates per
+// frame (5 to 8 times the bytes, growing with the file). Buffers are
 // larger than net/http's 4 KiB defaults so that streamed bodies move in
-// fewer, larger writes.
+// fewer, larger writes. BenchmarkMetaProtocol measures both.
 func newTransport(dialTimeout, responseTimeout time.Duration) *http.Transport {
 	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           dialer.DialContext,
-		ForceAttemptHTTP2:     true,
+		Protocols:             protocols,
 		MaxIdleConns:          100,
 		MaxIdleConnsPerHost:   32,
 		IdleConnTimeout:       90 * time.Second,

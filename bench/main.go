@@ -25,6 +25,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"flag"
 	"fmt"
 	"io"
@@ -159,8 +160,9 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
 	fmt.Printf("# whatsapp_media benchmark\n\n%s, %d CPUs; %d run(s) a cell, median shown.\n\n", time.Now().UTC().Format(time.RFC3339), cpuCount(), runs)
-	fmt.Println("| op | size | conc | contender | median | MB/s | × reverse_proxy | peak RSS growth |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Printf("SHA-256 on one core of this machine: %.0f MB/s, the CPU a download spends verifying Meta's digest.\n\n", sha256Speed())
+	fmt.Println("| op | size | conc | contender | median | MB/s | × reverse_proxy | server CPU | peak RSS growth |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, op := range ops {
 		if op == "rps" {
 			continue
@@ -179,6 +181,7 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 			}
 			for _, n := range conc {
 				times := map[string][]time.Duration{}
+				cpu := map[string][]time.Duration{}
 				growth := map[string]int64{}
 				for r := 0; r < runs; r++ {
 					for _, c := range contenders {
@@ -186,11 +189,13 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 							continue // the buffered baseline takes raw bodies
 						}
 						rss := resetPeak(c.pid)
+						cpu0 := cpuTime(c.pid)
 						d, err := batch(client, c, op, data, id, cdnURL, n)
 						if err != nil {
 							return fmt.Errorf("%s %s %d×%d: %v", c.name, op, n, size, err)
 						}
 						times[c.name] = append(times[c.name], d)
+						cpu[c.name] = append(cpu[c.name], cpuTime(c.pid)-cpu0)
 						if g := peakRSS(c.pid) - rss; g > growth[c.name] {
 							growth[c.name] = g
 						}
@@ -204,12 +209,13 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 					}
 					m := median(ts)
 					mbps := float64(size) * float64(n) / m.Seconds() / 1e6
-					rssText := "n/a"
+					rssText, cpuText := "n/a", "n/a"
 					if c.pid != 0 {
 						rssText = fmt.Sprintf("%.1f MiB", float64(growth[c.name])/1024)
+						cpuText = median(cpu[c.name]).String()
 					}
-					fmt.Printf("| %s | %s | %d | %s | %v | %.0f | %.2f | %s |\n", op, human(size), n, c.name,
-						m.Round(time.Millisecond), mbps, float64(m)/float64(floor), rssText)
+					fmt.Printf("| %s | %s | %d | %s | %v | %.0f | %.2f | %s | %s |\n", op, human(size), n, c.name,
+						m.Round(time.Millisecond), mbps, float64(m)/float64(floor), cpuText, rssText)
 				}
 			}
 		}
@@ -390,6 +396,42 @@ func mediaURL(client *http.Client, graph, id string) (string, error) {
 	}
 	s = s[i+7:]
 	return strings.ReplaceAll(s[:strings.Index(s, `"`)], `\u0026`, "&"), nil
+}
+
+// sha256Speed measures SHA-256 throughput on one core, in MB/s.
+func sha256Speed() float64 {
+	buf := make([]byte, 64<<10)
+	h := sha256.New()
+	start := time.Now()
+	var n int
+	for time.Since(start) < 300*time.Millisecond {
+		for range 16 {
+			h.Write(buf)
+			n += len(buf)
+		}
+	}
+	return float64(n) / time.Since(start).Seconds() / 1e6
+}
+
+// cpuTime is the CPU time (user and system) a process has used so far,
+// from /proc/<pid>/stat, in clock ticks of 10ms.
+func cpuTime(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses: utime
+	// and stime are the 14th and 15th fields of the line.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // resetPeak resets the process's peak RSS and returns its RSS now (KiB).
