@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/avenping/caddy-whatsapp-media/internal/media"
 )
 
 // copyBufferSize is the size of pooled copy buffers and buffered readers.
@@ -26,6 +28,23 @@ func getBufioReader(r io.Reader) *bufio.Reader {
 func putBufioReader(br *bufio.Reader) {
 	br.Reset(nil)
 	bufioReaderPool.Put(br)
+}
+
+// sniffReaderPool holds buffered readers just large enough to peek at a
+// file's first bytes for MIME sniffing. Once those are read, a Read of at
+// least that size goes straight to the source: the file's bytes are not
+// copied once more through a buffer.
+var sniffReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, media.SniffLen) }}
+
+func getSniffReader(r io.Reader) *bufio.Reader {
+	br := sniffReaderPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func putSniffReader(br *bufio.Reader) {
+	br.Reset(nil)
+	sniffReaderPool.Put(br)
 }
 
 // writerOnly hides an io.Writer's other methods (ReadFrom), so that

@@ -108,8 +108,8 @@ func (h *Handler) uploadRaw(w http.ResponseWriter, r *http.Request, acct *Accoun
 	if r.ContentLength == 0 {
 		return validationError("The request body (the file) is empty")
 	}
-	br := getBufioReader(r.Body)
-	defer putBufioReader(br)
+	br := getSniffReader(r.Body)
+	defer putSniffReader(br)
 	in := media.Inputs{
 		Override: r.Header.Get("X-Upload-Type"),
 		PartType: r.Header.Get("Content-Type"),
@@ -282,8 +282,8 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 	body.inFile = true
 	var src io.Reader = part
 	if f.phone != "" {
-		br := getBufioReader(part)
-		defer putBufioReader(br)
+		br := getSniffReader(part)
+		defer putSniffReader(br)
 		src = br
 		mimeType, ae := resolveMIME(media.Inputs{
 			PartType: partType, TypeField: f.typeField, Filename: filename, Head: peeker(br),

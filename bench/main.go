@@ -16,7 +16,7 @@
 // peak reset through /proc/<pid>/clear_refs), then 1 KB uploads per second
 // at 32-way concurrency. Run it from the repository root:
 //
-//	go run ./bench                 # the full table (several minutes)
+//	go run ./bench                 # the full table (about ten minutes)
 //	go run ./bench -smoke          # small sizes, to check that it works
 package main
 
@@ -59,7 +59,7 @@ func main() {
 	smoke := flag.Bool("smoke", false, "small sizes and one run: check that the harness works")
 	sizesFlag := flag.String("sizes", "1MB,10MB,100MB", "file sizes")
 	concFlag := flag.String("conc", "1,8,32", "concurrency levels")
-	runs := flag.Int("runs", 3, "runs of each measurement (the median is printed)")
+	runs := flag.Int("runs", 5, "runs of each measurement (the median is printed)")
 	pprof := flag.Bool("pprof", false, "serve Caddy's admin API (with /debug/pprof/) for the gateway and reverse_proxy, on ports printed at start")
 	opsFlag := flag.String("ops", "upload-raw,upload-multipart,download,rps", "what to measure")
 	flag.Parse()
