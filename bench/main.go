@@ -11,13 +11,16 @@
 //     file into memory, then send it).
 //
 // It prints a Markdown table: median wall time, MB/s, the ratio to
-// reverse_proxy, and the peak RSS growth of the serving process
-// (/proc/<pid>/status VmHWM after the batch minus VmRSS before it, with the
-// peak reset through /proc/<pid>/clear_refs), then 1 KB uploads per second
-// at 32-way concurrency. Run it from the repository root:
+// reverse_proxy, the CPU time the serving process used for a batch, and
+// its peak RSS growth (/proc/<pid>/status VmHWM at the end of the cell
+// minus VmRSS when idle, the serving processes being started anew and
+// warmed up with one 1 KB transfer for every cell), then 1 KB uploads per
+// second at 32-way concurrency. Run it from the repository root:
 //
 //	go run ./bench                 # the full table (about ten minutes)
 //	go run ./bench -smoke          # small sizes, to check that it works
+//	go run ./bench -ops download -sizes 100MB -conc 8 -runs 20 -pprof
+//	                               # one cell, with pprof on the Caddy contenders
 package main
 
 import (
@@ -94,6 +97,10 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/caddy").CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./cmd/caddy: %v\n%s", err, out)
 	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
 	emu, err := metaemu.New(metaemu.Config{Tokens: map[string][]string{metaToken: {phone}}, DiscardUploads: true,
 		URLTTL: time.Hour, Dir: filepath.Join(dir, "media")})
 	if err != nil {
@@ -104,18 +111,36 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 	}
 	emuSrv := httptest.NewServer(emu)
 	defer emuSrv.Close()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
+
+	// A small file for warming up each serving process.
+	warm := make([]byte, 1000)
+	copy(warm, "%PDF-1.7\n")
+	warmID, err := emu.AddMedia(phone, "application/pdf", warm)
+	if err != nil {
+		return err
+	}
+	warmURL, err := mediaURL(client, emuSrv.URL, warmID)
+	if err != nil {
+		return err
+	}
 
 	var procs []*exec.Cmd
-	defer func() {
+	stopAll := func() {
 		for _, p := range procs {
 			_ = p.Process.Kill()
 			_ = p.Wait()
 		}
-	}()
-	start := func(name string, args ...string) (contender, error) {
+		procs = nil
+		client.CloseIdleConnections()
+	}
+	defer stopAll()
+	start := func(name string) (contender, error) {
 		addr := freeAddr()
-		cmd := exec.Command(args[0], args[1:]...)
-		if args[0] == bin {
+		var cmd *exec.Cmd
+		if name == "buffered" {
+			cmd = exec.Command(self, "-buffered-server", addr, "-graph", emuSrv.URL)
+		} else {
 			cfg := filepath.Join(dir, name+".Caddyfile")
 			admin := "off"
 			if pprof {
@@ -126,8 +151,6 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 				return contender{}, err
 			}
 			cmd = exec.Command(bin, "run", "--config", cfg, "--adapter", "caddyfile")
-		} else {
-			cmd.Args = append(cmd.Args, "-buffered-server", addr, "-graph", emuSrv.URL)
 		}
 		cmd.Env = append(os.Environ(), "HOME="+dir)
 		if err := cmd.Start(); err != nil {
@@ -139,26 +162,26 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 		}
 		return contender{name: name, base: "http://" + addr, pid: cmd.Process.Pid}, nil
 	}
-	gw, err := start("gateway", bin)
-	if err != nil {
-		return err
+	// fresh starts the serving processes anew, so that each cell's peak
+	// RSS growth is measured from an idle process that no earlier cell
+	// has grown.
+	fresh := func(names ...string) ([]contender, error) {
+		stopAll()
+		var cs []contender
+		for _, name := range names {
+			if name == "direct" {
+				cs = append(cs, contender{name: "direct", base: emuSrv.URL})
+				continue
+			}
+			c, err := start(name)
+			if err != nil {
+				return nil, err
+			}
+			cs = append(cs, c)
+		}
+		return cs, nil
 	}
-	rp, err := start("reverse_proxy", bin)
-	if err != nil {
-		return err
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	buf, err := start("buffered", self)
-	if err != nil {
-		return err
-	}
-	direct := contender{name: "direct", base: emuSrv.URL}
-	contenders := []contender{gw, rp, direct, buf}
 
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
 	fmt.Printf("# whatsapp_media benchmark\n\n%s, %d CPUs; %d run(s) a cell, median shown.\n\n", time.Now().UTC().Format(time.RFC3339), cpuCount(), runs)
 	fmt.Printf("SHA-256 on one core of this machine: %.0f MB/s, the CPU a download spends verifying Meta's digest.\n\n", sha256Speed())
 	fmt.Println("| op | size | conc | contender | median | MB/s | × reverse_proxy | server CPU | peak RSS growth |")
@@ -180,15 +203,25 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 				return err
 			}
 			for _, n := range conc {
+				names := []string{"gateway", "reverse_proxy", "direct", "buffered"}
+				if op == "upload-multipart" {
+					names = names[:3] // the buffered baseline takes raw bodies
+				}
+				contenders, err := fresh(names...)
+				if err != nil {
+					return err
+				}
+				idle := map[string]int64{}
+				for _, c := range contenders {
+					if err := once(client, c, op, warm, warmID, warmURL); err != nil {
+						return fmt.Errorf("%s %s warm-up: %v", c.name, op, err)
+					}
+					idle[c.name] = resetPeak(c.pid)
+				}
 				times := map[string][]time.Duration{}
 				cpu := map[string][]time.Duration{}
-				growth := map[string]int64{}
 				for r := 0; r < runs; r++ {
 					for _, c := range contenders {
-						if op == "upload-multipart" && c.name == "buffered" {
-							continue // the buffered baseline takes raw bodies
-						}
-						rss := resetPeak(c.pid)
 						cpu0 := cpuTime(c.pid)
 						d, err := batch(client, c, op, data, id, cdnURL, n)
 						if err != nil {
@@ -196,22 +229,15 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 						}
 						times[c.name] = append(times[c.name], d)
 						cpu[c.name] = append(cpu[c.name], cpuTime(c.pid)-cpu0)
-						if g := peakRSS(c.pid) - rss; g > growth[c.name] {
-							growth[c.name] = g
-						}
 					}
 				}
 				floor := median(times["reverse_proxy"])
 				for _, c := range contenders {
-					ts := times[c.name]
-					if len(ts) == 0 {
-						continue
-					}
-					m := median(ts)
+					m := median(times[c.name])
 					mbps := float64(size) * float64(n) / m.Seconds() / 1e6
 					rssText, cpuText := "n/a", "n/a"
 					if c.pid != 0 {
-						rssText = fmt.Sprintf("%.1f MiB", float64(growth[c.name])/1024)
+						rssText = fmt.Sprintf("%.1f MiB", float64(peakRSS(c.pid)-idle[c.name])/1024)
 						cpuText = median(cpu[c.name]).String()
 					}
 					fmt.Printf("| %s | %s | %d | %s | %v | %.0f | %.2f | %s | %s |\n", op, human(size), n, c.name,
@@ -224,8 +250,12 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 		return nil
 	}
 	fmt.Printf("\n| 1 KB uploads/s at 32-way | requests/s | × reverse_proxy |\n| --- | --- | --- |\n")
+	contenders, err := fresh("gateway", "reverse_proxy")
+	if err != nil {
+		return err
+	}
 	rps := map[string]float64{}
-	for _, c := range []contender{gw, rp} {
+	for _, c := range contenders {
 		rps[c.name] = smallUploads(client, c, rpsFor)
 	}
 	for _, name := range []string{"gateway", "reverse_proxy"} {

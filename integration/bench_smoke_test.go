@@ -22,7 +22,7 @@ func TestBenchHarnessSmoke(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	for _, want := range []string{"| upload-raw |", "| upload-multipart |", "| download |", "| gateway |",
-		"| reverse_proxy |", "| direct |", "| buffered |", "1 KB uploads/s at 32-way"} {
+		"| reverse_proxy |", "| direct |", "| buffered |", "1 KB uploads/s at 32-way", "server CPU", "SHA-256 on one core"} {
 		assert.Contains(t, string(out), want)
 	}
 }
