@@ -17,35 +17,34 @@ const copyBufferSize = 64 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
 
-var bufioReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, copyBufferSize) }}
+// readerPool hands out buffered readers of one size.
+type readerPool struct{ p sync.Pool }
 
-func getBufioReader(r io.Reader) *bufio.Reader {
-	br := bufioReaderPool.Get().(*bufio.Reader)
+func newReaderPool(size int) *readerPool {
+	return &readerPool{sync.Pool{New: func() any { return bufio.NewReaderSize(nil, size) }}}
+}
+
+func (rp *readerPool) get(r io.Reader) *bufio.Reader {
+	br := rp.p.Get().(*bufio.Reader)
 	br.Reset(r)
 	return br
 }
 
-func putBufioReader(br *bufio.Reader) {
+func (rp *readerPool) put(br *bufio.Reader) {
 	br.Reset(nil)
-	bufioReaderPool.Put(br)
+	rp.p.Put(br)
 }
 
-// sniffReaderPool holds buffered readers just large enough to peek at a
-// file's first bytes for MIME sniffing. Once those are read, a Read of at
-// least that size goes straight to the source: the file's bytes are not
-// copied once more through a buffer.
-var sniffReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, media.SniffLen) }}
-
-func getSniffReader(r io.Reader) *bufio.Reader {
-	br := sniffReaderPool.Get().(*bufio.Reader)
-	br.Reset(r)
-	return br
-}
-
-func putSniffReader(br *bufio.Reader) {
-	br.Reset(nil)
-	sniffReaderPool.Put(br)
-}
+var (
+	// largeReaders read a source in copyBufferSize pieces for a reader
+	// that asks for little at a time (mime/multipart's 4 KiB).
+	largeReaders = newReaderPool(copyBufferSize)
+	// sniffReaders are just large enough to peek at a file's first bytes
+	// for MIME sniffing. Once those are read, a Read of at least that
+	// size goes straight to the source: the file's bytes are not copied
+	// once more through a buffer.
+	sniffReaders = newReaderPool(media.SniffLen)
+)
 
 // writerOnly hides an io.Writer's other methods (ReadFrom), so that
 // io.CopyBuffer uses the pooled buffer it is given.

@@ -108,8 +108,8 @@ func (h *Handler) uploadRaw(w http.ResponseWriter, r *http.Request, acct *Accoun
 	if r.ContentLength == 0 {
 		return validationError("The request body (the file) is empty")
 	}
-	br := getSniffReader(r.Body)
-	defer putSniffReader(br)
+	br := sniffReaders.get(r.Body)
+	defer sniffReaders.put(br)
 	in := media.Inputs{
 		Override: r.Header.Get("X-Upload-Type"),
 		PartType: r.Header.Get("Content-Type"),
@@ -258,8 +258,8 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 	// mime/multipart reads through a 4 KiB buffer: without a large one
 	// below it, every read from the client's connection is a 4 KiB
 	// syscall, which cost a fifth of the upload's time (BENCHMARKS.md).
-	br := getBufioReader(r.Body)
-	defer putBufioReader(br)
+	br := largeReaders.get(r.Body)
+	defer largeReaders.put(br)
 	body := &formBody{r: readCloser{br, r.Body}, limit: multipartOverhead}
 	r.Body = body
 	mr, err := r.MultipartReader()
@@ -282,8 +282,8 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 	body.inFile = true
 	var src io.Reader = part
 	if f.phone != "" {
-		br := getSniffReader(part)
-		defer putSniffReader(br)
+		br := sniffReaders.get(part)
+		defer sniffReaders.put(br)
 		src = br
 		mimeType, ae := resolveMIME(media.Inputs{
 			PartType: partType, TypeField: f.typeField, Filename: filename, Head: peeker(br),

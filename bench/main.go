@@ -113,14 +113,20 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 	defer emuSrv.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
 
-	// A small file for warming up each serving process.
-	warm := make([]byte, 1000)
-	copy(warm, "%PDF-1.7\n")
-	warmID, err := emu.AddMedia(phone, "application/pdf", warm)
-	if err != nil {
-		return err
+	// addPDF stores a random PDF of size bytes at the emulator and returns
+	// it with its media id and CDN URL.
+	addPDF := func(size int64) (data []byte, id, cdnURL string, err error) {
+		data = make([]byte, size)
+		_, _ = rand.Read(data)
+		copy(data, "%PDF-1.7\n")
+		if id, err = emu.AddMedia(phone, "application/pdf", data); err != nil {
+			return nil, "", "", err
+		}
+		cdnURL, err = mediaURL(client, emuSrv.URL, id)
+		return data, id, cdnURL, err
 	}
-	warmURL, err := mediaURL(client, emuSrv.URL, warmID)
+	// A small file for warming up each serving process.
+	warm, warmID, warmURL, err := addPDF(1000)
 	if err != nil {
 		return err
 	}
@@ -191,14 +197,7 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 			continue
 		}
 		for _, size := range sizes {
-			data := make([]byte, size)
-			_, _ = rand.Read(data)
-			copy(data, "%PDF-1.7\n")
-			id, err := emu.AddMedia(phone, "application/pdf", data)
-			if err != nil {
-				return err
-			}
-			cdnURL, err := mediaURL(client, emuSrv.URL, id)
+			data, id, cdnURL, err := addPDF(size)
 			if err != nil {
 				return err
 			}
