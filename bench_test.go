@@ -77,6 +77,18 @@ func uploadOnce(tb testing.TB, e *env, mode string, n int64) {
 	require.Equal(tb, 200, resp.StatusCode)
 }
 
+// measure runs once to warm the connection pools, then b.N times, each
+// run moving n bytes.
+func measure(b *testing.B, n int64, once func()) {
+	once()
+	b.SetBytes(n)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		once()
+	}
+}
+
 // BenchmarkUpload measures whole uploads (client, gateway and emulator in
 // one process). B/op must stay the same order from 1 MB to 100 MB: the
 // gateway holds no file in memory.
@@ -87,13 +99,7 @@ func BenchmarkUpload(b *testing.B) {
 		for _, n := range []int64{1 << 20, 100 << 20} {
 			b.Run(mode+"-"+strconv.FormatInt(n>>20, 10)+"MB", func(b *testing.B) {
 				e := benchEnv(b)
-				uploadOnce(b, e, mode, n) // warm the connection pools
-				b.SetBytes(n)
-				b.ReportAllocs()
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					uploadOnce(b, e, mode, n)
-				}
+				measure(b, n, func() { uploadOnce(b, e, mode, n) })
 			})
 		}
 	}
@@ -161,13 +167,7 @@ func BenchmarkDownload(b *testing.B) {
 		b.Run(strconv.FormatInt(n>>20, 10)+"MB", func(b *testing.B) {
 			e := newEnv(b)
 			id := bigMedia(b, e, n)
-			downloadOnce(b, e, id, n)
-			b.SetBytes(n)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				downloadOnce(b, e, id, n)
-			}
+			measure(b, n, func() { downloadOnce(b, e, id, n) })
 		})
 	}
 }
@@ -222,10 +222,7 @@ func BenchmarkMultipartReencode(b *testing.B) {
 		b.Run(strconv.FormatInt(n>>20, 10)+"MB", func(b *testing.B) {
 			e := benchEnv(b)
 			e.h.client = &http.Client{Transport: discardMeta{}}
-			b.SetBytes(n)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
+			measure(b, n, func() {
 				body, ct := multipartStream(n)
 				req := httptest.NewRequest(http.MethodPost, "/v2/media/upload", body)
 				req.Header.Set("Content-Type", ct)
@@ -234,7 +231,7 @@ func BenchmarkMultipartReencode(b *testing.B) {
 				w := httptest.NewRecorder()
 				require.NoError(b, e.h.ServeHTTP(w, req, nil))
 				require.Equal(b, 200, w.Code, w.Body.String())
-			}
+			})
 		})
 	}
 }
@@ -270,24 +267,12 @@ func BenchmarkMetaProtocol(b *testing.B) {
 			name := proto + "-x" + strconv.Itoa(conc)
 			b.Run("upload-"+name, func(b *testing.B) {
 				e := tlsEnv(b, proto == "h2")
-				uploadOnce(b, e, "raw", n)
-				b.SetBytes(n * int64(conc))
-				b.ReportAllocs()
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					inParallel(conc, func() { uploadOnce(b, e, "raw", n) })
-				}
+				measure(b, n*int64(conc), func() { inParallel(conc, func() { uploadOnce(b, e, "raw", n) }) })
 			})
 			b.Run("download-"+name, func(b *testing.B) {
 				e := tlsEnv(b, proto == "h2")
 				id := bigMedia(b, e, n)
-				downloadOnce(b, e, id, n)
-				b.SetBytes(n * int64(conc))
-				b.ReportAllocs()
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					inParallel(conc, func() { downloadOnce(b, e, id, n) })
-				}
+				measure(b, n*int64(conc), func() { inParallel(conc, func() { downloadOnce(b, e, id, n) }) })
 			})
 		}
 	}
@@ -335,20 +320,15 @@ func BenchmarkTransportBuffers(b *testing.B) {
 						uploadOnce(b, e, op, n)
 					}
 				}
-				once()
-				b.SetBytes(n)
-				b.ReportAllocs()
 				w0, r0 := syscallCounts()
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					once()
-				}
+				measure(b, n, once)
 				b.StopTimer()
-				// The whole process's syscalls: client, gateway and
-				// emulator; only the gateway's change between variants.
+				// The whole process's syscalls (client, gateway and
+				// emulator; only the gateway's change between variants)
+				// over the warm-up run and the b.N measured ones.
 				w1, r1 := syscallCounts()
-				b.ReportMetric(float64(w1-w0)/float64(b.N), "writes/op")
-				b.ReportMetric(float64(r1-r0)/float64(b.N), "reads/op")
+				b.ReportMetric(float64(w1-w0)/float64(b.N+1), "writes/op")
+				b.ReportMetric(float64(r1-r0)/float64(b.N+1), "reads/op")
 			})
 		}
 	}
