@@ -240,10 +240,10 @@ func clearDownloadHeaders(hdr http.Header) {
 // and metrics.
 //
 // Each chunk is written to the client whole, and hashed by a hasher
-// goroutine while it is being written: on the 2-core machines the
-// benchmarks run on, writing in slices, or hashing in line, cost a third
-// of the throughput (BENCHMARKS.md). So the client side counts as moving
-// for the stall guard once a chunk (up to copyBufferSize) is taken.
+// goroutine while it is being written: writing in 16 KiB slices, or
+// hashing in line, made 100 MB downloads 20-30% slower (BENCHMARKS.md).
+// So the client side counts as moving for the stall guard once a chunk
+// (up to copyBufferSize) is taken.
 func copyVerified(w io.Writer, src io.Reader, want int64, verify []byte, guard *stallGuard) (written int64, reason string, err error) {
 	// A ring of three buffers: one being read into, one being written
 	// (and maybe still hashed), one that the hasher may still be reading.
