@@ -105,6 +105,21 @@ func BenchmarkUpload(b *testing.B) {
 	}
 }
 
+// allocatedPerRun runs once to warm up, then returns the bytes the process
+// allocated per run over three more.
+func allocatedPerRun(once func()) uint64 {
+	once()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const runs = 3
+	for i := 0; i < runs; i++ {
+		once()
+	}
+	runtime.ReadMemStats(&after)
+	return (after.TotalAlloc - before.TotalAlloc) / runs
+}
+
 // TestUploadAllocationsIndependentOfSize compares the bytes allocated by
 // whole 1 MB and 64 MB uploads. Allocation counts, unlike timings, do not
 // depend on how busy the machine is.
@@ -114,16 +129,7 @@ func TestUploadAllocationsIndependentOfSize(t *testing.T) {
 	}
 	e := newEnvWith(t, metaemu.Config{Tokens: map[string][]string{metaToken: {phoneA}}, Discard: true})
 	allocated := func(mode string, n int64) uint64 {
-		uploadOnce(t, e, mode, n) // warm up
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		const runs = 3
-		for i := 0; i < runs; i++ {
-			uploadOnce(t, e, mode, n)
-		}
-		runtime.ReadMemStats(&after)
-		return (after.TotalAlloc - before.TotalAlloc) / runs
+		return allocatedPerRun(func() { uploadOnce(t, e, mode, n) })
 	}
 	for _, mode := range []string{"raw", "multipart"} {
 		small, large := allocated(mode, 1<<20), allocated(mode, 64<<20)
@@ -181,16 +187,7 @@ func TestDownloadAllocationsIndependentOfSize(t *testing.T) {
 	e := newEnv(t)
 	allocated := func(n int64) uint64 {
 		id := bigMedia(t, e, n)
-		downloadOnce(t, e, id, n) // warm up
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		const runs = 3
-		for i := 0; i < runs; i++ {
-			downloadOnce(t, e, id, n)
-		}
-		runtime.ReadMemStats(&after)
-		return (after.TotalAlloc - before.TotalAlloc) / runs
+		return allocatedPerRun(func() { downloadOnce(t, e, id, n) })
 	}
 	small, large := allocated(1<<20), allocated(64<<20)
 	t.Logf("%d bytes allocated per 1 MiB download, %d per 64 MiB download", small, large)

@@ -22,47 +22,52 @@ import (
 
 const httpPort = "9080"
 
-func caddyfile(graphURL, appAddr, extra string) string {
-	return fmt.Sprintf(`{
-	admin localhost:2999
-	http_port %s
-	auto_https off
-	skip_install_trust
+// baseURL is where the caddytest configs serve.
+const baseURL = "http://localhost:" + httpPort
+
+// globalOptions is the global block every caddytest config needs, with
+// extra options added.
+func globalOptions(extra string) string {
+	return "{\n\tadmin localhost:2999\n\thttp_port " + httpPort + "\n\tauto_https off\n\tskip_install_trust\n\t" + extra + "\n}\n"
 }
 
-http://localhost:%s {
+// account is a static account block with the test's Meta token and phone
+// number.
+func account(name, token, plan string) string {
+	return fmt.Sprintf("account %s {\n\ttoken %s\n\tplan %s\n\tmeta_token %s\n\tphone_numbers %s\n}\n",
+		name, token, plan, metaToken, phone)
+}
+
+// startTester starts Caddy in process with a Caddyfile config.
+func startTester(t *testing.T, cfg string) *caddytest.Tester {
+	tester := caddytest.NewTester(t)
+	tester.InitServer(cfg, "caddyfile")
+	return tester
+}
+
+func caddyfile(graphURL, appAddr, extra string) string {
+	return globalOptions("") + fmt.Sprintf(`
+%s {
 	whatsapp_media {
 		graph_url %s
 		%s
 		accounts static {
-			account acme {
-				token %s
-				plan premium
-				meta_token %s
-				phone_numbers %s
-			}
-			account dev {
-				token %s
-				plan developer
-				meta_token %s
-				phone_numbers %s
-			}
+			%s
+			%s
 		}
 	}
 	reverse_proxy %s
 }
-`, httpPort, httpPort, graphURL, extra, apiToken, metaToken, phone, devToken, metaToken, phone, appAddr)
+`, baseURL, graphURL, extra, account("acme", apiToken, "premium"), account("dev", devToken, "developer"), appAddr)
 }
 
 func TestCaddyUploadAndPassThrough(t *testing.T) {
 	skipShort(t)
 	emu, graphURL := startEmulator(t)
-	tester := caddytest.NewTester(t)
-	tester.InitServer(caddyfile(graphURL, startApp(t), ""), "caddyfile")
-	base := "http://localhost:" + httpPort
+	tester := startTester(t, caddyfile(graphURL, startApp(t), ""))
 
 	t.Run("other paths reach the app", func(t *testing.T) {
-		resp, body := tester.AssertGetResponse(base+"/v2/messages", 200, "app:/v2/messages")
+		resp, body := tester.AssertGetResponse(baseURL+"/v2/messages", 200, "app:/v2/messages")
 		assert.Equal(t, "app", resp.Header.Get("X-Served-By"))
 		_ = body
 	})
@@ -76,7 +81,7 @@ func TestCaddyUploadAndPassThrough(t *testing.T) {
 		require.NoError(t, err)
 		_, _ = fw.Write(data)
 		require.NoError(t, mw.Close())
-		req, _ := http.NewRequest(http.MethodPost, base+"/v2/media/upload", &buf)
+		req, _ := http.NewRequest(http.MethodPost, baseURL+"/v2/media/upload", &buf)
 		req.Header.Set("Content-Type", mw.FormDataContentType())
 		req.Header.Set("Authorization", "Bearer "+apiToken)
 		resp := tester.AssertResponseCode(req, 200)
@@ -95,7 +100,7 @@ func TestCaddyUploadAndPassThrough(t *testing.T) {
 
 	t.Run("refusal without contacting Meta", func(t *testing.T) {
 		before := len(emu.Requests())
-		req, _ := http.NewRequest(http.MethodPost, base+"/v2/media/upload", strings.NewReader("x"))
+		req, _ := http.NewRequest(http.MethodPost, baseURL+"/v2/media/upload", strings.NewReader("x"))
 		req.Header.Set("X-API-Token", devToken)
 		req.Header.Set("X-Phone-Number-Id", phone)
 		_, body := tester.AssertResponse(req, 403, `{"success":false,"error":"DEVELOPER_PLAN_REQUIRED","message":"API access requires a Premium or Enterprise plan"}`+"\n")
@@ -110,8 +115,7 @@ func TestCaddyUploadAndPassThrough(t *testing.T) {
 func TestCaddyExpectContinueTooLarge(t *testing.T) {
 	skipShort(t)
 	emu, graphURL := startEmulator(t)
-	tester := caddytest.NewTester(t)
-	tester.InitServer(caddyfile(graphURL, startApp(t), "max_size 1MiB"), "caddyfile")
+	startTester(t, caddyfile(graphURL, startApp(t), "max_size 1MiB"))
 
 	conn, err := net.DialTimeout("tcp", "127.0.0.1:"+httpPort, 5*time.Second)
 	require.NoError(t, err)
@@ -132,21 +136,19 @@ func TestCaddyExpectContinueTooLarge(t *testing.T) {
 func TestCaddyDownload(t *testing.T) {
 	skipShort(t)
 	emu, graphURL := startEmulator(t)
-	tester := caddytest.NewTester(t)
-	tester.InitServer(caddyfile(graphURL, startApp(t), ""), "caddyfile")
-	base := "http://localhost:" + httpPort
+	tester := startTester(t, caddyfile(graphURL, startApp(t), ""))
 	data := jpeg(200_000)
 	id, err := emu.AddMedia(phone, "image/jpeg", data)
 	require.NoError(t, err)
 
-	req, _ := http.NewRequest(http.MethodGet, base+"/v2/media/"+id+"/download?disposition=attachment", nil)
+	req, _ := http.NewRequest(http.MethodGet, baseURL+"/v2/media/"+id+"/download?disposition=attachment", nil)
 	req.Header.Set("Authorization", "Bearer "+apiToken)
 	resp, body := tester.AssertResponse(req, 200, string(data))
 	assert.Equal(t, `attachment; filename="`+id+`.jpg"`, resp.Header.Get("Content-Disposition"))
 	assert.Equal(t, "200000", resp.Header.Get("Content-Length"))
 	_ = body
 
-	req, _ = http.NewRequest(http.MethodGet, base+"/v2/media/"+id+"/download", nil)
+	req, _ = http.NewRequest(http.MethodGet, baseURL+"/v2/media/"+id+"/download", nil)
 	req.Header.Set("Authorization", "Bearer "+apiToken)
 	req.Header.Set("Range", "bytes=1000-1999")
 	resp, _ = tester.AssertResponse(req, 206, string(data[1000:2000]))
@@ -154,7 +156,7 @@ func TestCaddyDownload(t *testing.T) {
 
 	// A corrupt CDN answer never ends as a clean 200 through Caddy either.
 	emu.Inject(metaemu.Fault{Route: "cdn", Kind: metaemu.Corrupt, AfterBytes: 10, Times: 1})
-	req, _ = http.NewRequest(http.MethodGet, base+"/v2/media/"+id+"/download", nil)
+	req, _ = http.NewRequest(http.MethodGet, baseURL+"/v2/media/"+id+"/download", nil)
 	req.Header.Set("Authorization", "Bearer "+apiToken)
 	r, err := tester.Client.Do(req)
 	require.NoError(t, err)

@@ -58,14 +58,8 @@ func (a *introspectApp) setActive(token string, on bool) {
 }
 
 func introspectCaddyfile(graphURL, appAddr, introspectURL, extra string) string {
-	return fmt.Sprintf(`{
-	admin localhost:2999
-	http_port %s
-	auto_https off
-	skip_install_trust
-}
-
-http://localhost:%s {
+	return globalOptions("") + fmt.Sprintf(`
+%s {
 	whatsapp_media {
 		graph_url %s
 		%s
@@ -77,7 +71,7 @@ http://localhost:%s {
 	}
 	reverse_proxy %s
 }
-`, httpPort, httpPort, graphURL, extra, introspectURL, appAddr)
+`, baseURL, graphURL, extra, introspectURL, appAddr)
 }
 
 func purge(t *testing.T, tester *caddytest.Tester, body string) int {
@@ -108,10 +102,9 @@ func TestCaddyIntrospectPurgeAcrossReload(t *testing.T) {
 	require.NoError(t, err)
 	app.setActive("old-token", true)
 
-	tester := caddytest.NewTester(t)
-	tester.InitServer(introspectCaddyfile(graphURL, appAddr, app.url, ""), "caddyfile")
+	tester := startTester(t, introspectCaddyfile(graphURL, appAddr, app.url, ""))
 	get := func(token string) int {
-		req, _ := http.NewRequest(http.MethodGet, "http://localhost:"+httpPort+"/v2/media/"+id+"/download", nil)
+		req, _ := http.NewRequest(http.MethodGet, baseURL+"/v2/media/"+id+"/download", nil)
 		req.Header.Set("Authorization", "Bearer "+token)
 		resp, err := tester.Client.Do(req)
 		require.NoError(t, err)
@@ -122,7 +115,7 @@ func TestCaddyIntrospectPurgeAcrossReload(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		assert.Equal(t, 200, get("old-token"))
 	}
-	up, _ := http.NewRequest(http.MethodPost, "http://localhost:"+httpPort+"/v2/media/upload", strings.NewReader(string(jpeg(5000))))
+	up, _ := http.NewRequest(http.MethodPost, baseURL+"/v2/media/upload", strings.NewReader(string(jpeg(5000))))
 	up.Header.Set("Authorization", "Bearer old-token")
 	up.Header.Set("X-Phone-Number-Id", phone)
 	up.Header.Set("Content-Type", "image/jpeg")

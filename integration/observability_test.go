@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -17,15 +16,8 @@ import (
 func TestCaddyMetricsAndPlaceholders(t *testing.T) {
 	skipShort(t)
 	emu, graphURL := startEmulator(t)
-	cfg := fmt.Sprintf(`{
-	admin localhost:2999
-	http_port %s
-	auto_https off
-	skip_install_trust
-	metrics
-}
-
-http://localhost:%s {
+	cfg := globalOptions("metrics") + fmt.Sprintf(`
+%s {
 	header >X-WA-Account {http.whatsapp_media.account}
 	header >X-WA-User {http.auth.user.id}
 	header >X-WA-Media {http.whatsapp_media.media_id}
@@ -35,22 +27,15 @@ http://localhost:%s {
 	whatsapp_media {
 		graph_url %s
 		accounts static {
-			account acme {
-				token %s
-				plan premium
-				meta_token %s
-				phone_numbers %s
-			}
+			%s
 		}
 	}
 	reverse_proxy %s
 }
-`, httpPort, httpPort, graphURL, apiToken, metaToken, phone, startApp(t))
-	tester := caddytest.NewTester(t)
-	tester.InitServer(cfg, "caddyfile")
-	base := "http://localhost:" + httpPort
+`, baseURL, graphURL, account("acme", apiToken, "premium"), startApp(t))
+	tester := startTester(t, cfg)
 
-	req, _ := http.NewRequest(http.MethodPost, base+"/v2/media/upload", strings.NewReader(string(jpeg(4321))))
+	req, _ := http.NewRequest(http.MethodPost, baseURL+"/v2/media/upload", strings.NewReader(string(jpeg(4321))))
 	req.Header.Set("Authorization", "Bearer "+apiToken)
 	req.Header.Set("X-Phone-Number-Id", phone)
 	req.Header.Set("Content-Type", "image/jpeg")
@@ -64,14 +49,14 @@ http://localhost:%s {
 	assert.Equal(t, phone, resp.Header.Get("X-WA-Phone"))
 	assert.Equal(t, "4321", resp.Header.Get("X-WA-Bytes"))
 
-	req, _ = http.NewRequest(http.MethodGet, base+"/v2/media/"+ups[0].MediaID+"/download", nil)
+	req, _ = http.NewRequest(http.MethodGet, baseURL+"/v2/media/"+ups[0].MediaID+"/download", nil)
 	req.Header.Set("Authorization", "Bearer "+apiToken)
 	resp = tester.AssertResponseCode(req, 200)
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	assert.Equal(t, ups[0].MediaID, resp.Header.Get("X-WA-Media"))
 
-	req, _ = http.NewRequest(http.MethodGet, base+"/v2/media/1/download", nil)
+	req, _ = http.NewRequest(http.MethodGet, baseURL+"/v2/media/1/download", nil)
 	resp = tester.AssertResponseCode(req, 401)
 	resp.Body.Close()
 	assert.Equal(t, "UNAUTHORIZED", resp.Header.Get("X-WA-Error"))
