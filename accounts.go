@@ -8,7 +8,7 @@ import (
 )
 
 // Account is what an account source knows about the owner of an API
-// token: enough to apply the contract's access rules and to call Meta on
+// token: enough to apply the access rules (auth.go) and to call Meta on
 // the account's behalf.
 type Account struct {
 	// ID names the account in logs and placeholders (never a secret).

@@ -251,7 +251,8 @@ func (a introspectAnswer) result() (*Account, error) {
 	return a.account, nil
 }
 
-// introspectResponse is the app's answer (contract section 9).
+// introspectResponse is the app's answer, as docs/introspection.md
+// describes it.
 type introspectResponse struct {
 	Active          *bool    `json:"active"`
 	Sub             string   `json:"sub"`
@@ -259,7 +260,6 @@ type introspectResponse struct {
 	PlanExpiresAt   *string  `json:"plan_expires_at"`
 	MetaAccessToken string   `json:"meta_access_token"`
 	PhoneNumberIDs  []string `json:"phone_number_ids"`
-	WABAID          string   `json:"waba_id"`
 }
 
 // introspect makes one call to the app.

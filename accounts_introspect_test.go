@@ -378,3 +378,61 @@ func BenchmarkIntrospectCachedLookup(b *testing.B) {
 		}
 	})
 }
+
+func TestIntrospectEmptyAnswersFailClosed(t *testing.T) {
+	app := newFakeApp(t)
+	s := newIntrospect(t, app, nil)
+	for _, ans := range []string{"null", "{}", `{"error":"db down"}`, `[]`} {
+		app.set("tok", ans)
+		_, err := s.Lookup(context.Background(), "tok")
+		require.Error(t, err, ans)
+		assert.NotErrorIs(t, err, ErrUnknownToken, "%s read as a revoked token", ans)
+	}
+}
+
+func TestIntrospectPurgeAllRacesLoad(t *testing.T) {
+	app := newFakeApp(t)
+	app.set("tok", activeAnswer("u", time.Time{}))
+	gate := make(chan struct{})
+	app.mu.Lock()
+	app.gate = gate
+	app.mu.Unlock()
+	s := newIntrospect(t, app, nil)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Lookup(context.Background(), "tok")
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return app.calls.Load() == 1 }, 5*time.Second, time.Millisecond)
+	// The token is revoked and everything purged while the first answer
+	// (still "active") is on its way.
+	app.set("tok", map[string]any{"active": false})
+	purgeIntrospectCaches("")
+	app.mu.Lock()
+	app.gate = nil
+	app.mu.Unlock()
+	close(gate)
+	assert.ErrorIs(t, <-done, ErrUnknownToken, "an answer from before the purge was used")
+	_, err := s.Lookup(context.Background(), "tok")
+	assert.ErrorIs(t, err, ErrUnknownToken, "an answer from before the purge was cached")
+}
+
+func TestIntrospectionSlowFailsClosed(t *testing.T) {
+	app := newFakeApp(t)
+	app.set("tok", activeAnswer("u", time.Time{}))
+	app.delay = 3 * time.Second
+	e := newEnv(t, func(h *Handler) {
+		h.AccountsRaw = []byte(`{"source":"introspect","url":"` + app.srv.URL + `","timeout":"200ms"}`)
+	})
+	start := time.Now()
+	a := e.do(mustReq(t, http.MethodGet, e.url("/v2/media/1/download"), "tok"))
+	assert.Equal(t, 503, a.Status)
+	assert.Equal(t, codeAuthUnavailable, a.Error)
+	assert.Less(t, time.Since(start), 2*time.Second)
+	app.mu.Lock()
+	app.delay = 0
+	app.mu.Unlock()
+	a = e.do(mustReq(t, http.MethodGet, e.url("/v2/media/1/download"), "tok"))
+	assert.NotEqual(t, codeAuthUnavailable, a.Error, "the timed-out look-up was cached")
+	assert.Equal(t, codeMetaAPIError, a.Error, "the account was known: Meta refused its token")
+}

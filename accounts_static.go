@@ -13,6 +13,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
+
+	"github.com/avenping/caddy-whatsapp-media/internal/media"
 )
 
 func init() {
@@ -80,8 +82,8 @@ func (StaticAccounts) CaddyModule() caddy.ModuleInfo {
 // A secret whose placeholder expands to nothing (an unset environment
 // variable) is not an error, so that `caddy validate` works without the
 // production environment: an account without a token is left out with a
-// warning, and one without a Meta token answers 404 NOT_FOUND, as the
-// contract says for an account with no linked WhatsApp account.
+// warning, and one without a Meta token answers 404 NOT_FOUND, like any
+// account with no linked WhatsApp account (access rule 2, auth.go).
 func (s *StaticAccounts) Provision(ctx caddy.Context) error {
 	logger := ctx.Logger()
 	repl := caddy.NewReplacer()
@@ -104,7 +106,7 @@ func (s *StaticAccounts) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("account %q: token or token_sha256 is required", name)
 		}
 		for _, id := range a.PhoneNumbers {
-			if !isDigits(id, 64) {
+			if !media.IsDigits(id, 64) {
 				return fmt.Errorf("account %q: phone number id %q is not all digits", name, id)
 			}
 		}
@@ -242,7 +244,7 @@ func (s *StaticAccounts) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.ArgErr()
 				}
 				for _, id := range ids {
-					if !isDigits(id, 64) {
+					if !media.IsDigits(id, 64) {
 						return d.Errf("account '%s': phone_numbers: '%s' is not all digits", name, id)
 					}
 				}

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/avenping/caddy-whatsapp-media/internal/media"
 )
 
 // maxTokenLength bounds the API token we accept; real tokens are far
@@ -44,9 +46,18 @@ func cleanToken(t string) string {
 	return t
 }
 
-// authenticate applies rules 1 to 4 of the contract's section 3, in order,
-// and returns the caller's account or the first rule's answer. It reads
-// only headers: no byte of the request body.
+// The access rules, applied in this order, the first that fails answering:
+//
+//  1. a known API token (401 UNAUTHORIZED);
+//  2. a linked WhatsApp account, that is a Meta token (404 NOT_FOUND);
+//  3. a plan that has not expired (403 PLAN_EXPIRED);
+//  4. one of allowed_plans (403 DEVELOPER_PLAN_REQUIRED);
+//  5. a phoneNumberId, where one is given, that belongs to the account
+//     (403 FORBIDDEN), checked as soon as the request names it.
+
+// authenticate applies access rules 1 to 4 and returns the caller's
+// account or the first failing rule's answer. It reads only headers: no
+// byte of the request body.
 func (h *Handler) authenticate(r *http.Request) (*Account, *apiError) {
 	token := apiToken(r.Header)
 	if token == "" {
@@ -67,7 +78,7 @@ func (h *Handler) authenticate(r *http.Request) (*Account, *apiError) {
 	return acct, nil
 }
 
-// checkAccount applies rules 2 to 4 to a known account.
+// checkAccount applies access rules 2 to 4 to a known account.
 func (h *Handler) checkAccount(acct *Account, now time.Time) *apiError {
 	if acct.MetaToken == "" {
 		return errNoWhatsAppAccount
@@ -83,10 +94,17 @@ func (h *Handler) checkAccount(acct *Account, now time.Time) *apiError {
 	return errPlanRequired
 }
 
-// authorizePhone applies rule 5.
+// authorizePhone checks a phone number id's format, then applies access
+// rule 5 to it.
 func authorizePhone(acct *Account, phoneNumberID string) *apiError {
+	if !validPhoneID(phoneNumberID) {
+		return errBadPhoneID
+	}
 	if !acct.OwnsPhoneNumber(phoneNumberID) {
 		return errPhoneForbidden
 	}
 	return nil
 }
+
+// validPhoneID reports whether s has the shape of a Meta phone number id.
+func validPhoneID(s string) bool { return media.IsDigits(s, 64) }

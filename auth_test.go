@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
 )
 
 func TestAPIToken(t *testing.T) {
@@ -91,13 +93,13 @@ func TestAccessRules(t *testing.T) {
 		})
 	}
 	t.Run("multipart phone of another account", func(t *testing.T) {
-		a := e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneOther), filePart("a.jpg", "image/jpeg", jpegBytes(100))))
+		a := e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneOther), filePart("a.jpg", "image/jpeg", fixtures.JPEG(100))))
 		assert.Equal(t, 403, a.Status)
 		assert.Equal(t, codeForbidden, a.Error)
 		assert.Empty(t, e.emu.Requests())
 	})
 	t.Run("multipart phone of another account after the file", func(t *testing.T) {
-		a := e.do(e.formUpload(tokPremium, filePart("a.jpg", "image/jpeg", jpegBytes(100)), field("phoneNumberId", phoneOther)))
+		a := e.do(e.formUpload(tokPremium, filePart("a.jpg", "image/jpeg", fixtures.JPEG(100)), field("phoneNumberId", phoneOther)))
 		assert.Equal(t, 403, a.Status)
 		assert.Equal(t, codeForbidden, a.Error)
 		assert.Empty(t, e.emu.Requests())
@@ -134,4 +136,37 @@ func TestStaticLookup(t *testing.T) {
 	assert.ErrorIs(t, err, ErrUnknownToken)
 	_, err = src.Lookup(context.Background(), "")
 	assert.ErrorIs(t, err, ErrUnknownToken)
+}
+
+func TestHostileHeaders(t *testing.T) {
+	e := newEnv(t)
+	id := e.media(fixtures.JPEG(1000), "image/jpeg")
+	t.Run("20 KB token", func(t *testing.T) {
+		a := e.do(mustReq(t, http.MethodGet, e.url("/v2/media/"+id+"/download"), strings.Repeat("t", 20<<10)))
+		assert.Equal(t, 401, a.Status)
+		assert.Equal(t, codeUnauthorized, a.Error)
+	})
+	t.Run("two Authorization headers", func(t *testing.T) {
+		req := mustReq(t, http.MethodGet, e.url("/v2/media/"+id+"/download"), tokPremium)
+		req.Header.Add("Authorization", "Bearer "+tokEnterprise)
+		a := e.do(req)
+		assert.Equal(t, 401, a.Status)
+	})
+	t.Run("many ranges", func(t *testing.T) {
+		rs := make([]string, 1000)
+		for i := range rs {
+			rs[i] = "0-0"
+		}
+		req := mustReq(t, http.MethodGet, e.url("/v2/media/"+id+"/download"), tokPremium)
+		req.Header.Set("Range", "bytes="+strings.Join(rs, ","))
+		a := e.do(req)
+		assert.Equal(t, 416, a.Status)
+	})
+	t.Run("absurd range", func(t *testing.T) {
+		req := mustReq(t, http.MethodGet, e.url("/v2/media/"+id+"/download"), tokPremium)
+		req.Header.Set("Range", "bytes=-99999999999999999999999")
+		a := e.do(req)
+		assert.Equal(t, 416, a.Status)
+	})
+	assert.Empty(t, e.routeRequests("cdn"))
 }

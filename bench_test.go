@@ -16,7 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/stretchr/testify/require"
 
-	"github.com/avenping/caddy-whatsapp-media/metaemu"
+	"github.com/avenping/caddy-whatsapp-media/internal/metaemu"
 )
 
 // patternReader yields n bytes that begin like a PDF, without allocating.
@@ -218,7 +218,7 @@ func BenchmarkMultipartReencode(b *testing.B) {
 	for _, n := range []int64{1 << 20, 100 << 20} {
 		b.Run(strconv.FormatInt(n>>20, 10)+"MB", func(b *testing.B) {
 			e := benchEnv(b)
-			e.h.client = &http.Client{Transport: discardMeta{}}
+			e.h.graph.client = &http.Client{Transport: discardMeta{}}
 			measure(b, n, func() {
 				body, ct := multipartStream(n)
 				req := httptest.NewRequest(http.MethodPost, "/v2/media/upload", body)
@@ -243,8 +243,8 @@ func tlsEnv(b *testing.B, h2 bool) *env {
 	e.emuSrv.EnableHTTP2 = true
 	e.emuSrv.StartTLS()
 	e.emu.SetCDNBase(e.emuSrv.URL)
-	e.h.graphBase = e.emuSrv.URL + "/" + e.h.GraphVersion
-	t := e.h.transport
+	e.h.graph.base = e.emuSrv.URL + "/" + e.h.GraphVersion
+	t := e.h.graph.transport
 	t.TLSClientConfig = e.emuSrv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
 	if h2 {
 		t.Protocols.SetHTTP2(true)
@@ -305,10 +305,10 @@ func BenchmarkTransportBuffers(b *testing.B) {
 				e := benchEnv(b)
 				var id string
 				if op == "download" {
-					e.h.transport.ReadBufferSize = size
+					e.h.graph.transport.ReadBufferSize = size
 					id = bigMedia(b, e, n)
 				} else {
-					e.h.transport.WriteBufferSize = size
+					e.h.graph.transport.WriteBufferSize = size
 				}
 				once := func() {
 					if op == "download" {

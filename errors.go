@@ -2,12 +2,12 @@ package whatsappmedia
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 )
 
-// Error codes of the contract's JSON envelope (contract section 4).
+// Error codes of the JSON error envelope. The README's table says when
+// each is answered.
 const (
 	codeUnauthorized        = "UNAUTHORIZED"
 	codeNotFound            = "NOT_FOUND"
@@ -23,9 +23,11 @@ const (
 	codeUpstreamTimeout     = "UPSTREAM_TIMEOUT"
 	codeMetaAPIError        = "META_API_ERROR"
 	codeInternalServerError = "INTERNAL_ERROR"
+	codeRangeNotSatisfiable = "RANGE_NOT_SATISFIABLE"
+	codeRequestTimeout      = "REQUEST_TIMEOUT"
 )
 
-// apiError is an answer in the contract's error envelope. Message is
+// apiError is an answer in the error envelope. Message is
 // always text written for the client (or Meta's own message), never a Go
 // error string; the underlying cause, if any, is kept for logs only.
 type apiError struct {
@@ -81,6 +83,13 @@ var (
 	errUpstreamBadAnswer = newError(http.StatusBadGateway, codeUpstreamError, "The WhatsApp API sent an unreadable answer")
 	errUpstreamTimeout   = newError(http.StatusGatewayTimeout, codeUpstreamTimeout, "The WhatsApp API did not answer in time")
 	errInternal          = newError(http.StatusInternalServerError, codeInternalServerError, "Internal error")
+	errClientStalled     = newError(http.StatusRequestTimeout, codeRequestTimeout, "The upload stalled: no bytes arrived for too long")
+	errBadPhoneID        = validationError("phoneNumberId must be a Meta phone number id (digits only)")
+
+	errMediaNotFound       = newError(http.StatusNotFound, codeNotFound, "Media URL not found")
+	errHostRefused         = newError(http.StatusBadGateway, codeUpstreamError, "The media URL points outside Meta's media hosts")
+	errCDNRefused          = newError(http.StatusBadGateway, codeUpstreamError, "The WhatsApp media CDN refused the request")
+	errRangeNotSatisfiable = newError(http.StatusRequestedRangeNotSatisfiable, codeRangeNotSatisfiable, "The requested range cannot be served")
 )
 
 func methodNotAllowed(allow string) *apiError {
@@ -91,16 +100,6 @@ func methodNotAllowed(allow string) *apiError {
 	}
 }
 
-// asAPIError turns any error into an answer; errors that are not an
-// *apiError become a generic 500 whose text never reaches the client.
-func asAPIError(err error) *apiError {
-	var ae *apiError
-	if errors.As(err, &ae) {
-		return ae
-	}
-	return errInternal.withCause(err)
-}
-
 type errorBody struct {
 	Success bool            `json:"success"`
 	Error   string          `json:"error"`
@@ -108,7 +107,8 @@ type errorBody struct {
 	Details json.RawMessage `json:"details,omitempty"`
 }
 
-// writeError writes e in the contract's envelope.
+// writeError writes e in the error envelope:
+// {"success": false, "error": code, "message": ..., "details": ...}.
 func writeError(w http.ResponseWriter, e *apiError) {
 	for k, v := range e.Header {
 		w.Header()[k] = v

@@ -1,15 +1,22 @@
 package whatsappmedia
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/avenping/caddy-whatsapp-media/internal/media"
 )
 
 // userAgent is sent on every request to Meta. Meta's CDN refuses some
@@ -17,25 +24,56 @@ import (
 // gateway's traffic apart.
 const userAgent = "caddy-whatsapp-media/1.0 (+https://github.com/avenping/caddy-whatsapp-media)"
 
-// maxMetaErrorBody bounds how much of an answer from Meta is read into
+// maxMetaAnswer bounds how much of an answer from Meta is read into
 // memory: its JSON answers are small, and anything larger is not one.
-const maxMetaErrorBody = 1 << 20
+const maxMetaAnswer = 1 << 20
+
+// maxRedirects bounds the redirects followed from a media URL.
+const maxRedirects = 5
+
+// The upstreams, as labelled in metrics.
+const (
+	upstreamGraph = "graph" // Meta's Graph API: uploads and media metadata
+	upstreamCDN   = "cdn"   // Meta's media CDN: the bytes of a media object
+)
+
+// graphClient makes every request to Meta: uploads and metadata to the
+// Graph API, media bytes from the CDN. Each is built by newRequest and
+// sent by do.
+type graphClient struct {
+	base      string   // graph_url and graph_version: https://graph.facebook.com/v23.0
+	hosts     hostList // where media URLs may point
+	client    *http.Client
+	transport *http.Transport
+}
+
+func newGraphClient(base string, hosts hostList, dialTimeout, responseTimeout time.Duration) *graphClient {
+	t := newTransport(dialTimeout, responseTimeout)
+	return &graphClient{
+		base: base, hosts: hosts, transport: t,
+		client: &http.Client{
+			Transport: t,
+			// Never followed by the client: a Graph API redirect is an
+			// answer, and getCDN checks each media redirect itself.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+}
 
 // newTransport returns the transport for all requests to Meta.
 //
 // It speaks HTTP/1.1 only, although Meta offers HTTP/2: with a connection
-// a transfer, eight 100 MB downloads moved 1.36-1.55x faster (three runs)
-// than over Go's HTTP/2 client, which puts them all on one connection and
-// allocates per frame (5 to 8 times the bytes, growing with the file).
-// BenchmarkMetaProtocol measures both.
+// a transfer, downloads moved faster and allocated far less than over Go's
+// HTTP/2 client, which puts them all on one connection and allocates per
+// frame. BenchmarkMetaProtocol measures both.
 //
 // The write buffer is 64 KiB, so that each chunk of a chunked upload body
-// (header and 32 KiB of data) leaves in one write: a third fewer write
-// syscalls for a multipart upload than with net/http's 4 KiB. The read
-// buffer keeps the 4 KiB default: a download reads into its own 64 KiB
-// buffers, which bypass it, so a larger one made no fewer reads and only
-// held 60 KiB more for every connection open to Meta
-// (BenchmarkTransportBuffers counts both).
+// (header and 32 KiB of data) leaves in one write: fewer write syscalls
+// for a multipart upload than with net/http's 4 KiB. The read buffer keeps
+// the 4 KiB default: a download reads into its own 64 KiB buffers, which
+// bypass it, so a larger one made no fewer reads and only held more
+// memory for every connection open to Meta (BenchmarkTransportBuffers
+// counts both).
 func newTransport(dialTimeout, responseTimeout time.Duration) *http.Transport {
 	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	protocols := new(http.Protocols)
@@ -54,6 +92,259 @@ func newTransport(dialTimeout, responseTimeout time.Duration) *http.Transport {
 	}
 }
 
+func (g *graphClient) closeIdle() { g.transport.CloseIdleConnections() }
+
+// newRequest builds a request to an upstream of Meta's, carrying the
+// account's Meta token. Graph API calls ask for JSON; CDN requests ask for
+// the bytes as stored, without transparent decompression, so that lengths
+// and the digest are the file's own.
+func (g *graphClient) newRequest(ctx context.Context, upstream, method, url, metaToken string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header = http.Header{
+		"Authorization": {"Bearer " + metaToken},
+		"User-Agent":    {userAgent},
+	}
+	if upstream == upstreamCDN {
+		req.Header.Set("Accept-Encoding", "identity")
+	} else {
+		req.Header.Set("Accept", "application/json")
+	}
+	return req, nil
+}
+
+// do sends req and records how long the upstream took to answer.
+func (g *graphClient) do(req *http.Request, upstream string) (*http.Response, error) {
+	start := time.Now()
+	resp, err := g.client.Do(req)
+	if err == nil {
+		observeUpstream(upstream, start)
+	}
+	return resp, err
+}
+
+// metaFile is a file on its way to Meta.
+type metaFile struct {
+	mimeType string
+	filename string
+	body     io.Reader // the file's bytes
+	size     int64     // -1 when unknown
+}
+
+// upload sends f to Meta's POST /{phone-number-id}/media. The multipart
+// body is a fixed prefix (the messaging_product and type fields and the
+// file part's headers), the file's bytes read straight from f.body, and a
+// fixed suffix: no goroutine and no copy between the client's body and
+// the transport, and when the file's size is known the exact
+// Content-Length follows. The caller closes the answer's body; net/http
+// may still be reading f.body after upload returns (Meta answered early).
+func (g *graphClient) upload(ctx context.Context, metaToken, phone string, f metaFile) (*http.Response, error) {
+	prefix, suffix, contentType := media.Frame(f.mimeType, f.filename)
+	body := io.MultiReader(bytes.NewReader(prefix), f.body, strings.NewReader(suffix))
+	req, err := g.newRequest(ctx, upstreamGraph, http.MethodPost, g.base+"/"+phone+"/media", metaToken, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", contentType)
+	req.ContentLength = -1
+	if f.size >= 0 {
+		req.ContentLength = int64(len(prefix)) + f.size + int64(len(suffix))
+	}
+	return g.do(req, upstreamGraph)
+}
+
+// uploadAnswer reads Meta's answer to an upload: the new media's id, or
+// Meta's refusal.
+func uploadAnswer(resp *http.Response) (string, *apiError) {
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return "", upstreamAnswerError(resp)
+	}
+	var answer struct {
+		ID string `json:"id"`
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxMetaAnswer))
+	if err != nil {
+		return "", classifyTransportError(err)
+	}
+	if json.Unmarshal(raw, &answer) != nil || !media.IsDigits(answer.ID, 64) {
+		return "", errUpstreamBadAnswer.withCause(errors.New("meta upload answer has no media id"))
+	}
+	return answer.ID, nil
+}
+
+// mediaInfo is the Graph API's answer about a media object.
+type mediaInfo struct {
+	URL      string       `json:"url"`
+	MimeType string       `json:"mime_type"`
+	SHA256   string       `json:"sha256"`
+	FileSize flexibleSize `json:"file_size"`
+	ID       string       `json:"id"`
+
+	digest []byte // SHA256 decoded; nil when Meta's value is unusable
+}
+
+// flexibleSize is file_size as Meta sends it: a JSON string or a number.
+// -1 means absent or unusable.
+type flexibleSize int64
+
+func (s *flexibleSize) UnmarshalJSON(b []byte) error {
+	*s = -1
+	v := strings.Trim(string(b), `"`)
+	if n, err := media.ParseDigits(v); err == nil {
+		*s = flexibleSize(n)
+	}
+	return nil
+}
+
+// mediaInfo asks the Graph API for a media object's metadata. phone, when
+// not empty, is passed on as phone_number_id.
+func (g *graphClient) mediaInfo(ctx context.Context, metaToken, mediaID, phone string) (mediaInfo, *apiError) {
+	u := g.base + "/" + mediaID
+	if phone != "" {
+		u += "?phone_number_id=" + phone
+	}
+	req, err := g.newRequest(ctx, upstreamGraph, http.MethodGet, u, metaToken, nil)
+	if err != nil {
+		return mediaInfo{}, errInternal.withCause(err)
+	}
+	resp, err := g.do(req, upstreamGraph)
+	if err != nil {
+		return mediaInfo{}, classifyTransportError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return mediaInfo{}, mediaInfoRefusal(upstreamAnswerError(resp))
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxMetaAnswer+1))
+	if err != nil {
+		return mediaInfo{}, classifyTransportError(err)
+	}
+	info := mediaInfo{FileSize: -1}
+	if len(raw) > maxMetaAnswer || json.Unmarshal(raw, &info) != nil {
+		return mediaInfo{}, errUpstreamBadAnswer.withCause(errors.New("unreadable media metadata"))
+	}
+	if info.URL == "" {
+		return mediaInfo{}, errMediaNotFound.withCause(errors.New("media metadata has no url"))
+	}
+	if d, err := hex.DecodeString(info.SHA256); err == nil && len(d) == sha256.Size {
+		info.digest = d
+	}
+	return info, nil
+}
+
+// mediaInfoRefusal answers Meta's "no such media" (code 100, subcode 33)
+// as 404 NOT_FOUND, with Meta's JSON in details; any other refusal as is.
+func mediaInfoRefusal(ae *apiError) *apiError {
+	var me *metaAPIErr
+	if errors.As(ae.cause, &me) && me.status == http.StatusBadRequest && me.meta.Code == 100 && me.meta.Subcode == 33 {
+		nf := errMediaNotFound.withCause(ae.cause)
+		nf.Details = ae.Details
+		return nf
+	}
+	return ae
+}
+
+// fetchMedia GETs the media's bytes from the CDN: the range rng, or the
+// whole file when rng is nil. A 404 or 403 means the URL went stale: it
+// fetches fresh metadata once and tries once more, and updates info to
+// the metadata the answer belongs to.
+func (g *graphClient) fetchMedia(ctx context.Context, metaToken, mediaID, phone string, info *mediaInfo, rng *media.Range) (*http.Response, *apiError) {
+	for attempt := 0; ; attempt++ {
+		resp, ae := g.getCDN(ctx, metaToken, info.URL, rng)
+		if ae != nil {
+			return nil, ae
+		}
+		switch resp.StatusCode {
+		case http.StatusOK, http.StatusPartialContent:
+			if ae := checkCDNFraming(resp, rng, int64(info.FileSize)); ae != nil {
+				resp.Body.Close()
+				return nil, ae
+			}
+			return resp, nil
+		case http.StatusNotFound, http.StatusForbidden:
+			drainClose(resp)
+			if attempt > 0 {
+				return nil, errMediaNotFound.withCause(fmt.Errorf("cdn answered %d twice", resp.StatusCode))
+			}
+			fresh, ae := g.mediaInfo(ctx, metaToken, mediaID, phone)
+			if ae != nil {
+				return nil, ae
+			}
+			*info = fresh
+		case http.StatusRequestedRangeNotSatisfiable:
+			drainClose(resp)
+			return nil, errRangeNotSatisfiable
+		default:
+			drainClose(resp)
+			return nil, errCDNRefused.withCause(fmt.Errorf("cdn answered %d", resp.StatusCode))
+		}
+	}
+}
+
+// checkCDNFraming refuses a 206 for another range than the one asked,
+// and a 206 to a request without one. A 200 to a range request is the
+// whole file (the CDN ignored the range), which the caller deals with.
+func checkCDNFraming(resp *http.Response, rng *media.Range, size int64) *apiError {
+	if resp.StatusCode != http.StatusPartialContent {
+		return nil
+	}
+	if rng == nil {
+		return errUpstreamBadAnswer.withCause(errors.New("cdn answered 206 to a request without range"))
+	}
+	if cr := resp.Header.Get("Content-Range"); cr != rng.ContentRange(size) {
+		return errUpstreamBadAnswer.withCause(fmt.Errorf("cdn answered range %q", cr))
+	}
+	return nil
+}
+
+// getCDN sends one GET for a media URL, following redirects itself so that
+// every hop is checked against the allow-list before the Meta token goes
+// there.
+func (g *graphClient) getCDN(ctx context.Context, metaToken, rawURL string, rng *media.Range) (*http.Response, *apiError) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, errUpstreamBadAnswer.withCause(errors.New("unparsable media url"))
+	}
+	for hop := 0; ; hop++ {
+		if !g.hosts.allows(u) {
+			return nil, errHostRefused.withCause(fmt.Errorf("media host %q is not allowed", u.Host))
+		}
+		req, err := g.newRequest(ctx, upstreamCDN, http.MethodGet, u.String(), metaToken, nil)
+		if err != nil {
+			return nil, errUpstreamBadAnswer.withCause(err)
+		}
+		if rng != nil {
+			req.Header.Set("Range", "bytes="+strconv.FormatInt(rng.Start, 10)+"-"+strconv.FormatInt(rng.End, 10))
+		}
+		resp, err := g.do(req, upstreamCDN)
+		if err != nil {
+			return nil, classifyTransportError(err)
+		}
+		if resp.StatusCode < 300 || resp.StatusCode > 399 || resp.StatusCode == http.StatusNotModified {
+			return resp, nil
+		}
+		loc := resp.Header.Get("Location")
+		drainClose(resp)
+		if loc == "" || hop >= maxRedirects {
+			return nil, errCDNRefused.withCause(fmt.Errorf("cdn redirect without location or more than %d redirects", maxRedirects))
+		}
+		next, err := u.Parse(loc)
+		if err != nil {
+			return nil, errUpstreamBadAnswer.withCause(errors.New("unparsable redirect location"))
+		}
+		u = next
+	}
+}
+
+// drainClose discards a small remainder of a body, so the connection can
+// be reused, and closes it.
+func drainClose(resp *http.Response) {
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	resp.Body.Close()
+}
+
 // metaError is an error answer from the Graph API.
 type metaError struct {
 	Message   string `json:"message"`
@@ -63,17 +354,17 @@ type metaError struct {
 	FBTraceID string `json:"fbtrace_id"`
 }
 
-// upstreamAnswerError turns a non-2xx answer from Meta into the contract's
+// upstreamAnswerError turns a non-2xx answer from Meta into the error
 // envelope: META_API_ERROR with Meta's status (502 for a 5xx) and Meta's
 // JSON verbatim in details, or UPSTREAM_ERROR when the answer is not
-// Meta's JSON error shape. It reads at most maxMetaErrorBody bytes.
+// Meta's JSON error shape. It reads at most maxMetaAnswer bytes.
 func upstreamAnswerError(resp *http.Response) *apiError {
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetaErrorBody+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetaAnswer+1))
 	if err != nil {
 		return classifyTransportError(err)
 	}
 	cause := fmt.Errorf("meta answered status %d", resp.StatusCode)
-	if len(body) > maxMetaErrorBody {
+	if len(body) > maxMetaAnswer {
 		return errUpstreamBadAnswer.withCause(cause)
 	}
 	var env struct {

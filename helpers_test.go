@@ -3,8 +3,6 @@ package whatsappmedia
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"mime/multipart"
@@ -24,7 +22,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/avenping/caddy-whatsapp-media/metaemu"
+	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
+	"github.com/avenping/caddy-whatsapp-media/internal/metaemu"
 )
 
 // Test accounts. Each test token belongs to one account of testAccounts.
@@ -48,7 +47,7 @@ func testAccountsJSON() json.RawMessage {
 	future := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
 	acc := map[string]any{
 		"premium":        map[string]any{"token": tokPremium, "plan": "premium", "plan_expires": future, "meta_token": metaToken, "phone_numbers": []string{phoneA, phoneB}},
-		"enterprise":     map[string]any{"token_sha256": sha256Hex(tokEnterprise), "plan": "Enterprise", "meta_token": metaToken, "phone_numbers": []string{phoneA}},
+		"enterprise":     map[string]any{"token_sha256": fixtures.SHA256Hex([]byte(tokEnterprise)), "plan": "Enterprise", "meta_token": metaToken, "phone_numbers": []string{phoneA}},
 		"developer":      map[string]any{"token": tokDeveloper, "plan": "developer", "meta_token": metaToken, "phone_numbers": []string{phoneA}},
 		"expired":        map[string]any{"token": tokExpired, "plan": "premium", "plan_expires": past, "meta_token": metaToken, "phone_numbers": []string{phoneA}},
 		"nometa":         map[string]any{"token": tokNoMeta, "plan": "premium", "phone_numbers": []string{phoneA}},
@@ -207,16 +206,6 @@ func (e *env) formUpload(token string, parts ...formPart) *http.Request {
 	return req
 }
 
-// jpegBytes returns n bytes that sniff as JPEG.
-func jpegBytes(n int) []byte {
-	b := make([]byte, n)
-	copy(b, []byte{0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, 'J', 'F', 'I', 'F', 0})
-	for i := 11; i < n; i++ {
-		b[i] = byte(i * 7)
-	}
-	return b
-}
-
 // readTracker records whether anything read the body.
 type readTracker struct {
 	r    io.Reader
@@ -237,11 +226,6 @@ func dirEntries(t testing.TB, dir string) []string {
 		names = append(names, e.Name())
 	}
 	return names
-}
-
-func sha256Hex(s string) string {
-	d := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(d[:])
 }
 
 // serveDirect runs the handler in-process on req and returns the recorder.

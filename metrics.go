@@ -2,6 +2,8 @@ package whatsappmedia
 
 import (
 	"errors"
+	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -89,3 +91,67 @@ func observeUpstream(upstream string, start time.Time) {
 }
 
 func init() { initMetrics() }
+
+// requestTally counts one media request: in flight while it is served,
+// then by route, status and code. w records the status written.
+type requestTally struct {
+	label string
+	w     *statusWriter
+	// code is the answer's error code; empty for a success.
+	code string
+}
+
+func countRequest(route routeKind, w http.ResponseWriter) *requestTally {
+	t := &requestTally{label: route.String(), w: &statusWriter{ResponseWriter: w}}
+	metrics.inFlight.WithLabelValues(t.label).Inc()
+	return t
+}
+
+// done counts the request; deferred, it also sees a panic: a download
+// broken off on purpose (http.ErrAbortHandler), or a bug. It counts that
+// as INCOMPLETE and lets net/http deal with the panic.
+func (t *requestTally) done() {
+	metrics.inFlight.WithLabelValues(t.label).Dec()
+	code := t.code
+	if code == "" {
+		code = "OK"
+	}
+	rec := recover()
+	if rec != nil {
+		code = "INCOMPLETE"
+	}
+	metrics.requests.WithLabelValues(t.label, strconv.Itoa(t.w.status()), code).Inc()
+	if rec != nil {
+		panic(rec)
+	}
+}
+
+// statusWriter remembers the status written, for metrics. Unwrap lets
+// http.ResponseController reach the writers below it.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}

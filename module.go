@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -111,13 +110,10 @@ type Handler struct {
 	// chosen by its "source" key (static or introspect). Required.
 	AccountsRaw json.RawMessage `json:"accounts,omitempty" caddy:"namespace=http.handlers.whatsapp_media.accounts inline_key=source"`
 
-	accounts   AccountSource
-	graphBase  string
-	mediaHosts hostList
-	client     *http.Client
-	transport  *http.Transport
-	logger     *zap.Logger
-	now        func() time.Time
+	accounts AccountSource
+	graph    *graphClient
+	logger   *zap.Logger
+	now      func() time.Time
 }
 
 // CaddyModule returns the Caddy module information.
@@ -167,7 +163,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.SpoolDir == "" {
 		h.SpoolDir = os.TempDir()
 	}
-	h.graphBase = strings.TrimRight(h.GraphURL, "/") + "/" + h.GraphVersion
 	if len(h.MediaHosts) == 0 {
 		h.MediaHosts = DefaultMediaHosts
 	}
@@ -175,7 +170,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("graph_url: %v", err)
 	}
-	if h.mediaHosts, err = newHostList(h.MediaHosts, graph); err != nil {
+	hosts, err := newHostList(h.MediaHosts, graph)
+	if err != nil {
 		return err
 	}
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
@@ -194,13 +190,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("accounts: module %T is not an account source", mod)
 	}
 	h.accounts = src
-
-	h.transport = newTransport(time.Duration(h.DialTimeout), time.Duration(h.ResponseTimeout))
-	h.client = &http.Client{
-		Transport: h.transport,
-		// Graph API calls are never redirected; a redirect is an answer.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	h.graph = newGraphClient(strings.TrimRight(h.GraphURL, "/")+"/"+h.GraphVersion, hosts,
+		time.Duration(h.DialTimeout), time.Duration(h.ResponseTimeout))
 	return nil
 }
 
@@ -230,56 +221,61 @@ func (h *Handler) Validate() error {
 
 // Cleanup closes idle connections to Meta.
 func (h *Handler) Cleanup() error {
-	if h.transport != nil {
-		h.transport.CloseIdleConnections()
+	if h.graph != nil {
+		h.graph.closeIdle()
 	}
 	return nil
 }
 
 // ServeHTTP serves the media routes and passes every other request on.
+// A media request goes through the method check, the access rules and
+// its route's handler; a refusal or failure at any step is answered in
+// the error envelope by refuse. Broken-off downloads panic with
+// http.ErrAbortHandler, which the tally counts and passes on.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	route, mediaID := h.route(r)
 	if route == routeNone {
 		return next.ServeHTTP(w, r)
 	}
-	rw := &statusWriter{ResponseWriter: w}
-	w = rw
-	label := route.String()
-	metrics.inFlight.WithLabelValues(label).Inc()
-	var ae *apiError
-	defer func() {
-		metrics.inFlight.WithLabelValues(label).Dec()
-		code := "OK"
-		switch rec := recover(); {
-		case rec != nil:
-			// A download broken off on purpose (http.ErrAbortHandler), or
-			// a bug: count it, and let net/http deal with the panic.
-			metrics.requests.WithLabelValues(label, strconv.Itoa(rw.status()), "INCOMPLETE").Inc()
-			panic(rec)
-		case ae != nil:
-			code = ae.Code
-		}
-		metrics.requests.WithLabelValues(label, strconv.Itoa(rw.status()), code).Inc()
-	}()
-	if route == routeUpload {
-		ae = h.serveUpload(w, r)
-	} else {
-		ae = h.serveDownload(w, r, mediaID)
-	}
-	if ae != nil {
-		h.logAnswer(r, ae)
-		setErrorVar(r, ae.Code)
-		if r.ProtoMajor == 1 && r.ContentLength != 0 {
-			// The body may be unread (a refusal decided from the headers).
-			// Closing the connection tells net/http not to drain it before
-			// answering; without this, Caddy's body wrapper hides the
-			// Expect: 100-continue reader from net/http, which then reads
-			// the body a client was waiting to be asked for.
-			w.Header().Set("Connection", "close")
-		}
-		writeError(w, ae)
+	tally := countRequest(route, w)
+	defer tally.done()
+	if ae := h.serveRoute(tally.w, r, route, mediaID); ae != nil {
+		tally.code = ae.Code
+		h.refuse(tally.w, r, ae)
 	}
 	return nil
+}
+
+// serveRoute checks the method and the caller's access, then hands the
+// request to its route.
+func (h *Handler) serveRoute(w http.ResponseWriter, r *http.Request, route routeKind, mediaID string) *apiError {
+	if ae := route.allows(r.Method); ae != nil {
+		return ae
+	}
+	acct, ae := h.authenticate(r)
+	if ae != nil {
+		return ae
+	}
+	setAccountVars(r, acct)
+	if route == routeUpload {
+		return h.serveUpload(w, r, acct)
+	}
+	return h.serveDownload(w, r, acct, mediaID)
+}
+
+// refuse logs ae and writes it in the error envelope.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ae *apiError) {
+	h.logAnswer(r, ae)
+	setErrorVar(r, ae.Code)
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		// The body may be unread (a refusal decided from the headers).
+		// Closing the connection tells net/http not to drain it before
+		// answering; without this, Caddy's body wrapper hides the
+		// Expect: 100-continue reader from net/http, which then reads
+		// the body a client was waiting to be asked for.
+		w.Header().Set("Connection", "close")
+	}
+	writeError(w, ae)
 }
 
 type routeKind int
@@ -297,34 +293,15 @@ func (k routeKind) String() string {
 	return "download"
 }
 
-// statusWriter remembers the status written, for metrics. Unwrap lets
-// http.ResponseController reach the writers below it.
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.code == 0 {
-		w.code = code
+// allows refuses a method the route does not serve.
+func (k routeKind) allows(method string) *apiError {
+	switch {
+	case k == routeUpload && method != http.MethodPost:
+		return methodNotAllowed(http.MethodPost)
+	case k == routeDownload && method != http.MethodGet && method != http.MethodHead:
+		return methodNotAllowed("GET, HEAD")
 	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
-	}
-	return w.ResponseWriter.Write(p)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-func (w *statusWriter) status() int {
-	if w.code == 0 {
-		return http.StatusOK
-	}
-	return w.code
+	return nil
 }
 
 // route matches the request's escaped path against the media routes, so
@@ -364,10 +341,8 @@ func (h *Handler) logAnswer(r *http.Request, ae *apiError) {
 		zap.Int("status", ae.Status),
 		zap.String("error", ae.Code),
 	}
-	if repl := replacer(r); repl != nil {
-		if acct, ok := repl.GetString("http.whatsapp_media.account"); ok {
-			fields = append(fields, zap.String("account", acct))
-		}
+	if acct, ok := placeholder(r, varAccount); ok {
+		fields = append(fields, zap.String("account", acct))
 	}
 	var me *metaAPIErr
 	if errors.As(ae.cause, &me) {
@@ -377,51 +352,6 @@ func (h *Handler) logAnswer(r *http.Request, ae *apiError) {
 		fields = append(fields, zap.String("cause", ae.cause.Error()))
 	}
 	ce.Write(fields...)
-}
-
-// isDigits reports whether s is 1 to max ASCII digits.
-func isDigits(s string, max int) bool {
-	if len(s) == 0 || len(s) > max {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// Placeholders set for logs and headers.
-func replacer(r *http.Request) *caddy.Replacer {
-	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	return repl
-}
-
-func setAccountVars(r *http.Request, acct *Account) {
-	if repl := replacer(r); repl != nil {
-		repl.Set("http.auth.user.id", acct.ID)
-		repl.Set("http.whatsapp_media.account", acct.ID)
-	}
-}
-
-func setPhoneVar(r *http.Request, phone string) {
-	if repl := replacer(r); repl != nil {
-		repl.Set("http.whatsapp_media.phone_number_id", phone)
-	}
-}
-
-func setMediaVars(r *http.Request, mediaID string, n int64) {
-	if repl := replacer(r); repl != nil {
-		repl.Set("http.whatsapp_media.media_id", mediaID)
-		repl.Set("http.whatsapp_media.bytes", strconv.FormatInt(n, 10))
-	}
-}
-
-func setErrorVar(r *http.Request, code string) {
-	if repl := replacer(r); repl != nil {
-		repl.Set("http.whatsapp_media.error", code)
-	}
 }
 
 // Interface guards

@@ -15,8 +15,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
 	"github.com/avenping/caddy-whatsapp-media/internal/media"
-	"github.com/avenping/caddy-whatsapp-media/metaemu"
+	"github.com/avenping/caddy-whatsapp-media/internal/metaemu"
 )
 
 // lastUpload returns the one upload Meta received.
@@ -61,7 +62,7 @@ func (e *env) checkStored(a answer, data []byte, mimeType string) metaemu.Upload
 
 func TestUploadRaw(t *testing.T) {
 	e := newEnv(t)
-	data := jpegBytes(50_000)
+	data := fixtures.JPEG(50_000)
 	req := e.rawUpload(tokPremium, bytes.NewReader(data), map[string]string{
 		"X-Phone-Number-Id": phoneA, "X-Filename": "photo.jpg", "Content-Type": "image/jpeg",
 		"X-Api-Token": "leak-me", "Cookie": "session=secret",
@@ -81,7 +82,7 @@ func TestUploadRawContentLengthComputed(t *testing.T) {
 		for _, name := range []string{"", "a.jpg", `we"ird;name.jpg`, "ünïcødé.jpg"} {
 			t.Run(strconv.Itoa(n)+"/"+name, func(t *testing.T) {
 				e := newEnv(t)
-				data := jpegBytes(n)
+				data := fixtures.JPEG(n)
 				hdr := map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"}
 				if name != "" {
 					hdr["X-Filename"] = name
@@ -97,7 +98,7 @@ func TestUploadRawContentLengthComputed(t *testing.T) {
 
 func TestUploadRawChunked(t *testing.T) {
 	e := newEnv(t)
-	data := jpegBytes(200_000)
+	data := fixtures.JPEG(200_000)
 	// An io.Reader of unknown length makes the client send chunked.
 	req := e.rawUpload(tokPremium, io.MultiReader(bytes.NewReader(data)), map[string]string{
 		"phoneNumberId": phoneA, "Content-Type": "image/jpeg",
@@ -120,7 +121,7 @@ func TestUploadRawMIME(t *testing.T) {
 		{"content type with params", map[string]string{"Content-Type": "text/plain; charset=utf-8"}, []byte("hello"), 200, "text/plain"},
 		{"generic type, extension", map[string]string{"Content-Type": "application/octet-stream", "X-Filename": "doc.pdf"}, []byte("%PDF-1.4 x"), 200, "application/pdf"},
 		{"curl default type, sniffed", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, png, 200, "image/png"},
-		{"no type, sniffed", nil, jpegBytes(2000), 200, "image/jpeg"},
+		{"no type, sniffed", nil, fixtures.JPEG(2000), 200, "image/jpeg"},
 		{"unsupported type", map[string]string{"Content-Type": "image/gif"}, []byte("GIF89a"), 415, ""},
 		{"unsupported extension", map[string]string{"X-Filename": "a.gif"}, []byte("GIF89a"), 415, ""},
 		{"undeterminable", map[string]string{"Content-Type": "application/octet-stream"}, []byte{0, 1, 2, 3}, 415, ""},
@@ -152,7 +153,7 @@ func TestUploadRawMIME(t *testing.T) {
 }
 
 func TestUploadMultipartFieldOrders(t *testing.T) {
-	data := jpegBytes(300_000)
+	data := fixtures.JPEG(300_000)
 	cases := []struct {
 		name     string
 		parts    []formPart
@@ -188,7 +189,7 @@ func TestUploadMultipartFieldOrders(t *testing.T) {
 }
 
 func TestUploadMultipartValidation(t *testing.T) {
-	data := jpegBytes(1000)
+	data := fixtures.JPEG(1000)
 	cases := []struct {
 		name   string
 		parts  []formPart
@@ -234,7 +235,7 @@ func TestUploadMultipartValidation(t *testing.T) {
 	})
 	t.Run("missing closing boundary cancels the upload", func(t *testing.T) {
 		e := newEnv(t)
-		body, ct := buildForm(t, field("phoneNumberId", phoneA), filePart("a.jpg", "image/jpeg", jpegBytes(100_000)))
+		body, ct := buildForm(t, field("phoneNumberId", phoneA), filePart("a.jpg", "image/jpeg", fixtures.JPEG(100_000)))
 		cut := body.Bytes()[:body.Len()-40]
 		a := e.do(e.rawUpload(tokPremium, bytes.NewReader(cut), map[string]string{"Content-Type": ct}))
 		assert.Equal(t, 400, a.Status, a.Raw)
@@ -257,7 +258,7 @@ func TestUploadTooLarge(t *testing.T) {
 	small := func(h *Handler) { h.MaxSize = max }
 	t.Run("content-length refused before reading", func(t *testing.T) {
 		e := newEnv(t, small)
-		body := &readTracker{r: bytes.NewReader(jpegBytes(max + 1))}
+		body := &readTracker{r: bytes.NewReader(fixtures.JPEG(max + 1))}
 		req := e.rawUpload(tokPremium, body, map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"})
 		req.ContentLength = max + 1
 		rec := e.serveDirect(req)
@@ -268,12 +269,12 @@ func TestUploadTooLarge(t *testing.T) {
 	})
 	t.Run("exactly max is accepted", func(t *testing.T) {
 		e := newEnv(t, small)
-		data := jpegBytes(max)
+		data := fixtures.JPEG(max)
 		e.checkStored(e.do(e.rawUpload(tokPremium, bytes.NewReader(data), map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"})), data, "image/jpeg")
 	})
 	t.Run("chunked crossing the limit", func(t *testing.T) {
 		e := newEnv(t, small)
-		req := e.rawUpload(tokPremium, io.MultiReader(bytes.NewReader(jpegBytes(max+1))), map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"})
+		req := e.rawUpload(tokPremium, io.MultiReader(bytes.NewReader(fixtures.JPEG(max+1))), map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"})
 		a := e.do(req)
 		assert.Equal(t, 413, a.Status, a.Raw)
 		assert.Equal(t, codePayloadTooLarge, a.Error)
@@ -282,14 +283,14 @@ func TestUploadTooLarge(t *testing.T) {
 	})
 	t.Run("multipart streamed crossing the limit", func(t *testing.T) {
 		e := newEnv(t, small)
-		a := e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA), filePart("a.jpg", "image/jpeg", jpegBytes(max+1))))
+		a := e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA), filePart("a.jpg", "image/jpeg", fixtures.JPEG(max+1))))
 		assert.Equal(t, 413, a.Status, a.Raw)
 		require.Eventually(t, func() bool { return len(e.emu.Uploads()) == 1 }, 5*time.Second, 10*time.Millisecond)
 		assert.Empty(t, e.emu.Uploads()[0].MediaID)
 	})
 	t.Run("multipart spooled crossing the limit", func(t *testing.T) {
 		e := newEnv(t, small)
-		a := e.do(e.formUpload(tokPremium, filePart("a.jpg", "image/jpeg", jpegBytes(max+1)), field("phoneNumberId", phoneA)))
+		a := e.do(e.formUpload(tokPremium, filePart("a.jpg", "image/jpeg", fixtures.JPEG(max+1)), field("phoneNumberId", phoneA)))
 		assert.Equal(t, 413, a.Status, a.Raw)
 		assert.Empty(t, e.emu.Requests())
 		assert.Empty(t, dirEntries(t, e.h.SpoolDir))
@@ -306,7 +307,7 @@ func TestUploadTooLarge(t *testing.T) {
 }
 
 func TestUploadMetaErrors(t *testing.T) {
-	data := jpegBytes(10_000)
+	data := fixtures.JPEG(10_000)
 	send := func(e *env) answer {
 		return e.do(e.rawUpload(tokPremium, bytes.NewReader(data), map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"}))
 	}
@@ -335,7 +336,7 @@ func TestUploadMetaErrors(t *testing.T) {
 	})
 	t.Run("meta ceiling", func(t *testing.T) {
 		e := newEnv(t)
-		big := jpegBytes(5<<20 + 1)
+		big := fixtures.JPEG(5<<20 + 1)
 		a := e.do(e.rawUpload(tokPremium, bytes.NewReader(big), map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"}))
 		assert.Equal(t, 400, a.Status)
 		assert.Equal(t, codeMetaAPIError, a.Error)
@@ -402,7 +403,7 @@ func TestUploadClientAbortCancelsMeta(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	_, err := pw.Write(jpegBytes(100_000))
+	_, err := pw.Write(fixtures.JPEG(100_000))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return e.emu.InFlight() == 1 }, 5*time.Second, 5*time.Millisecond)
 	// The client goes away mid-body.
@@ -475,7 +476,7 @@ func TestUploadTypeFieldAfterFile(t *testing.T) {
 	t.Run("contradicting the type already sent", func(t *testing.T) {
 		e := newEnv(t)
 		a := e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA),
-			filePart("photo.jpg", "application/octet-stream", jpegBytes(5000)), field("type", "image/png")))
+			filePart("photo.jpg", "application/octet-stream", fixtures.JPEG(5000)), field("type", "image/png")))
 		assert.Equal(t, 400, a.Status, a.Raw)
 		assert.Equal(t, codeValidation, a.Error)
 		require.Eventually(t, func() bool { return len(e.emu.Uploads()) == 1 }, 5*time.Second, 10*time.Millisecond)
@@ -483,7 +484,7 @@ func TestUploadTypeFieldAfterFile(t *testing.T) {
 	})
 	t.Run("agreeing with the type already sent", func(t *testing.T) {
 		e := newEnv(t)
-		data := jpegBytes(5000)
+		data := fixtures.JPEG(5000)
 		a := e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA),
 			filePart("photo.jpg", "", data), field("type", "image/jpeg")))
 		e.checkStored(a, data, "image/jpeg")
@@ -498,7 +499,7 @@ func TestUploadOversizedPartHeaders(t *testing.T) {
 	raw := strings.TrimSuffix(body.String(), "--"+boundary+"--\r\n") +
 		"--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n" +
 		"X-Pad: " + strings.Repeat("a", 9<<20) + "\r\nContent-Type: image/jpeg\r\n\r\n" +
-		string(jpegBytes(100)) + "\r\n--" + boundary + "--\r\n"
+		string(fixtures.JPEG(100)) + "\r\n--" + boundary + "--\r\n"
 	a := e.do(e.rawUpload(tokPremium, strings.NewReader(raw), map[string]string{"Content-Type": ct}))
 	assert.Equal(t, 400, a.Status, a.Raw)
 	assert.Equal(t, codeValidation, a.Error)
@@ -508,7 +509,7 @@ func TestUploadOversizedPartHeaders(t *testing.T) {
 	raw = strings.TrimSuffix(body.String(), "--"+boundary+"--\r\n") +
 		"--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n" +
 		"X-Pad: " + strings.Repeat("a", maxPartHeader) + "\r\nContent-Type: image/jpeg\r\n\r\n" +
-		string(jpegBytes(100)) + "\r\n--" + boundary + "--\r\n"
+		string(fixtures.JPEG(100)) + "\r\n--" + boundary + "--\r\n"
 	a = e.do(e.rawUpload(tokPremium, strings.NewReader(raw), map[string]string{"Content-Type": ct}))
 	assert.Equal(t, 400, a.Status, a.Raw)
 	assert.Empty(t, e.emu.Requests())
@@ -534,4 +535,51 @@ func TestValidateMaxSize(t *testing.T) {
 	h := &Handler{PathPrefix: "/v2/media", GraphURL: "https://graph.facebook.com", GraphVersion: "v23.0",
 		SpoolDir: t.TempDir(), MaxSize: 1<<62 + 1}
 	assert.ErrorContains(t, h.Validate(), "max_size")
+}
+
+// TestHostileFilenames checks that no file name can add or rename a form
+// field at Meta, or a header at the client.
+func TestHostileFilenames(t *testing.T) {
+	const bnd = "xyzzy"
+	for _, name := range []string{
+		`a.jpg"; name="messaging_product`,
+		"a.jpg\"\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\nimage/png\r\n--x",
+		"..\\..\\a;b.jpg",
+		"a\x00b.jpg",
+		"\xff\xfe.jpg",
+		"%22%0d%0a.jpg",
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			data := fixtures.JPEG(3000)
+			// Mode A: the name as a quoted-string in the part header,
+			// escaped as a browser would (quotes and CR/LF percent-encoded).
+			esc := strings.NewReplacer(`"`, "%22", "\r", "%0D", "\n", "%0A").Replace(name)
+			body := rawForm(bnd,
+				"Content-Disposition: form-data; name=\"phoneNumberId\"\r\n\r\n"+phoneA,
+				"Content-Disposition: form-data; name=\"file\"; filename=\""+esc+"\"\r\nContent-Type: image/jpeg\r\n\r\n"+string(data))
+			a := e.do(e.rawUpload(tokPremium, strings.NewReader(body), map[string]string{"Content-Type": "multipart/form-data; boundary=" + bnd}))
+			if strings.Contains(name, "\x00") {
+				// A NUL is not allowed in a header at all: the form is refused.
+				assert.Equal(t, 400, a.Status, a.Raw)
+				assert.Equal(t, codeValidation, a.Error)
+				assert.Empty(t, e.emu.Requests())
+				return
+			}
+			up := e.checkStored(a, data, "image/jpeg")
+			assert.Equal(t, map[string]string{"messaging_product": "whatsapp", "type": "image/jpeg"}, up.Fields)
+			assert.NotContains(t, up.FileName, `"`)
+			assert.NotContains(t, up.FileName, "\r")
+
+			// Mode B: the name in X-Filename (header values cannot carry
+			// CR/LF, so only the rest is tried there).
+			if !strings.ContainsAny(name, "\r\n\x00") {
+				e.emu.Reset()
+				a = e.do(e.rawUpload(tokPremium, strings.NewReader(string(data)), map[string]string{
+					"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg", "X-Filename": name}))
+				up = e.checkStored(a, data, "image/jpeg")
+				assert.Equal(t, map[string]string{"messaging_product": "whatsapp", "type": "image/jpeg"}, up.Fields)
+			}
+		})
+	}
 }

@@ -17,7 +17,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/avenping/caddy-whatsapp-media/metaemu"
+	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
+	"github.com/avenping/caddy-whatsapp-media/internal/metaemu"
 )
 
 const httpPort = "9080"
@@ -73,7 +74,7 @@ func TestCaddyUploadAndPassThrough(t *testing.T) {
 	})
 
 	t.Run("multipart upload", func(t *testing.T) {
-		data := jpeg(256 << 10)
+		data := fixtures.JPEG(256 << 10)
 		var buf bytes.Buffer
 		mw := multipart.NewWriter(&buf)
 		require.NoError(t, mw.WriteField("phoneNumberId", phone))
@@ -137,7 +138,7 @@ func TestCaddyDownload(t *testing.T) {
 	skipShort(t)
 	emu, graphURL := startEmulator(t)
 	tester := startTester(t, caddyfile(graphURL, startApp(t), ""))
-	data := jpeg(200_000)
+	data := fixtures.JPEG(200_000)
 	id, err := emu.AddMedia(phone, "image/jpeg", data)
 	require.NoError(t, err)
 

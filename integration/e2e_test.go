@@ -20,7 +20,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/avenping/caddy-whatsapp-media/metaemu"
+	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
+	"github.com/avenping/caddy-whatsapp-media/internal/metaemu"
 )
 
 var (
@@ -138,7 +139,7 @@ func startCaddy(t *testing.T, body func(addr string) string) *caddyProcess {
 func startCaddyWith(t *testing.T, admin, site string) *caddyProcess {
 	t.Helper()
 	bin := caddyBinary(t)
-	port := freePort(t)
+	port := fixtures.FreePort(t)
 	addr := "127.0.0.1:" + port
 	dir := t.TempDir()
 	p := &caddyProcess{addr: addr, accessLog: filepath.Join(dir, "access.log"), base: "http://" + addr}
@@ -220,7 +221,7 @@ func gatewayBlock(graphURL, appAddr, extra string) func(string) string {
 			}
 		}
 	}
-	reverse_proxy %s`, graphURL, extra, sha256Hex([]byte(apiToken)), phone, appAddr)
+	reverse_proxy %s`, graphURL, extra, fixtures.SHA256Hex([]byte(apiToken)), phone, appAddr)
 	}
 }
 
@@ -248,7 +249,7 @@ func TestEndToEndSeedUploads(t *testing.T) {
 		assert.Equal(t, int64(len(photo)), a.Data.Size)
 		got, m := stored(t, emu, a.Data.MediaID)
 		assert.True(t, bytes.Equal(photo, got), "Meta stored different bytes")
-		assert.Equal(t, sha256Hex(photo), m.SHA256)
+		assert.Equal(t, fixtures.SHA256Hex(photo), m.SHA256)
 		assert.Equal(t, "image/jpeg", m.MimeType)
 		ups := emu.Uploads()
 		up := ups[len(ups)-1]
@@ -342,7 +343,7 @@ func fileSHA(t *testing.T, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
-	return sha256Hex(b)
+	return fixtures.SHA256Hex(b)
 }
 
 // TestEndToEndSeedDownload runs the public docs' download example, with
@@ -367,7 +368,7 @@ func TestEndToEndSeedDownload(t *testing.T) {
 		curl(t, "-sS", "-L", p.base+"/v2/media/"+id+"/download?disposition=attachment",
 			"-H", "Authorization: Bearer "+apiToken,
 			"-o", out, "-D", headers)
-		assert.Equal(t, sha256Hex(doc), fileSHA(t, out))
+		assert.Equal(t, fixtures.SHA256Hex(doc), fileSHA(t, out))
 		h, err := os.ReadFile(headers)
 		require.NoError(t, err)
 		hs := strings.ToLower(string(h))
@@ -375,7 +376,7 @@ func TestEndToEndSeedDownload(t *testing.T) {
 		assert.Contains(t, hs, "content-type: application/pdf\r\n")
 		assert.Contains(t, hs, "content-length: 3000000\r\n")
 		assert.Contains(t, hs, `content-disposition: attachment; filename="`+id+`.pdf"`)
-		assert.Contains(t, hs, `etag: "`+sha256Hex(doc)+`"`)
+		assert.Contains(t, hs, `etag: "`+fixtures.SHA256Hex(doc)+`"`)
 		assert.Contains(t, hs, "repr-digest: sha-256=:")
 	})
 
@@ -394,7 +395,7 @@ func TestEndToEndSeedDownload(t *testing.T) {
 		require.Less(t, fi.Size(), int64(len(doc)))
 		_, code = curlCode(t, "-sS", "-C", "-", p.base+"/v2/media/"+id+"/download", "-H", "Authorization: Bearer "+apiToken, "-o", out)
 		assert.Equal(t, 0, code)
-		assert.Equal(t, sha256Hex(doc), fileSHA(t, out))
+		assert.Equal(t, fixtures.SHA256Hex(doc), fileSHA(t, out))
 		cdn := 0
 		for _, r := range emu.Requests() {
 			if r.Route == "cdn" && r.Header.Get("Range") != "" {
@@ -452,10 +453,10 @@ func TestEndToEndHashToken(t *testing.T) {
 	bin := caddyBinary(t)
 	out, err := exec.Command(bin, "whatsapp-media", "hash-token", "--plaintext", apiToken).Output()
 	require.NoError(t, err)
-	assert.Equal(t, sha256Hex([]byte(apiToken))+"\n", string(out))
+	assert.Equal(t, fixtures.SHA256Hex([]byte(apiToken))+"\n", string(out))
 	cmd := exec.Command(bin, "whatsapp-media", "hash-token")
 	cmd.Stdin = strings.NewReader(apiToken + "\n")
 	out, err = cmd.Output()
 	require.NoError(t, err)
-	assert.Equal(t, sha256Hex([]byte(apiToken))+"\n", string(out))
+	assert.Equal(t, fixtures.SHA256Hex([]byte(apiToken))+"\n", string(out))
 }

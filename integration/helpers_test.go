@@ -5,10 +5,6 @@
 package integration
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	_ "github.com/avenping/caddy-whatsapp-media"
-	"github.com/avenping/caddy-whatsapp-media/metaemu"
+	"github.com/avenping/caddy-whatsapp-media/internal/metaemu"
 )
 
 const (
@@ -59,20 +55,6 @@ func startApp(t *testing.T) string {
 	return srv.Listener.Addr().String()
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
-}
-
-func sha256Hex(b []byte) string {
-	d := sha256.Sum256(b)
-	return hex.EncodeToString(d[:])
-}
-
 // stored returns the bytes Meta stored for a media id.
 func stored(t *testing.T, emu *metaemu.Server, id string) ([]byte, metaemu.Media) {
 	t.Helper()
@@ -81,11 +63,4 @@ func stored(t *testing.T, emu *metaemu.Server, id string) ([]byte, metaemu.Media
 	b, err := os.ReadFile(m.Path)
 	require.NoError(t, err)
 	return b, m
-}
-
-// jpeg returns n bytes that begin like a JPEG.
-func jpeg(n int) []byte {
-	b := bytes.Repeat([]byte("whatsapp-media "), n/15+1)[:n]
-	copy(b, []byte{0xFF, 0xD8, 0xFF, 0xE0})
-	return b
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
 )
 
 // introspectApp is a stand-in for the app's introspection endpoint.
@@ -98,7 +100,7 @@ func TestCaddyIntrospectPurgeAcrossReload(t *testing.T) {
 	emu, graphURL := startEmulator(t)
 	app := startIntrospectApp(t)
 	appAddr := startApp(t)
-	id, err := emu.AddMedia(phone, "image/jpeg", jpeg(1000))
+	id, err := emu.AddMedia(phone, "image/jpeg", fixtures.JPEG(1000))
 	require.NoError(t, err)
 	app.setActive("old-token", true)
 
@@ -115,7 +117,7 @@ func TestCaddyIntrospectPurgeAcrossReload(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		assert.Equal(t, 200, get("old-token"))
 	}
-	up, _ := http.NewRequest(http.MethodPost, baseURL+"/v2/media/upload", strings.NewReader(string(jpeg(5000))))
+	up, _ := http.NewRequest(http.MethodPost, baseURL+"/v2/media/upload", strings.NewReader(string(fixtures.JPEG(5000))))
 	up.Header.Set("Authorization", "Bearer old-token")
 	up.Header.Set("X-Phone-Number-Id", phone)
 	up.Header.Set("Content-Type", "image/jpeg")

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
 )
 
 // TestCaddyMetricsAndPlaceholders checks the module's metrics on the admin
@@ -35,7 +37,7 @@ func TestCaddyMetricsAndPlaceholders(t *testing.T) {
 `, baseURL, graphURL, account("acme", apiToken, "premium"), startApp(t))
 	tester := startTester(t, cfg)
 
-	req, _ := http.NewRequest(http.MethodPost, baseURL+"/v2/media/upload", strings.NewReader(string(jpeg(4321))))
+	req, _ := http.NewRequest(http.MethodPost, baseURL+"/v2/media/upload", strings.NewReader(string(fixtures.JPEG(4321))))
 	req.Header.Set("Authorization", "Bearer "+apiToken)
 	req.Header.Set("X-Phone-Number-Id", phone)
 	req.Header.Set("Content-Type", "image/jpeg")

@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
 )
 
 // TestEndToEndReloadMidTransfer reloads the config while a 100 MB upload
@@ -24,7 +26,7 @@ func TestEndToEndReloadMidTransfer(t *testing.T) {
 	t.Setenv("E2E_META_TOKEN", metaToken)
 	emu, graphURL := startEmulator(t)
 	appAddr := startApp(t)
-	adminAddr := "localhost:" + freePort(t)
+	adminAddr := "localhost:" + fixtures.FreePort(t)
 	site := func(extra string) string {
 		return fmt.Sprintf("%s\n", gatewayBlock(graphURL, appAddr, extra)(""))
 	}
@@ -43,7 +45,7 @@ func TestEndToEndReloadMidTransfer(t *testing.T) {
 	require.NoError(t, err)
 	id, err := emu.AddMedia(phone, "application/pdf", data)
 	require.NoError(t, err)
-	want := sha256Hex(data)
+	want := fixtures.SHA256Hex(data)
 	data = nil
 
 	var wg sync.WaitGroup

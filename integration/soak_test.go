@@ -20,7 +20,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/avenping/caddy-whatsapp-media/metaemu"
+	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
+	"github.com/avenping/caddy-whatsapp-media/internal/metaemu"
 )
 
 // processStats reads a Caddy process's goroutines (admin pprof), open
@@ -69,13 +70,13 @@ func TestSoak(t *testing.T) {
 	t.Setenv("E2E_META_TOKEN", metaToken)
 	emu, graphURL := startEmulator(t)
 	appAddr := startApp(t)
-	admin := "localhost:" + freePort(t)
+	admin := "localhost:" + fixtures.FreePort(t)
 	spool := t.TempDir()
 	p := startCaddyWith(t, "admin "+admin, gatewayBlock(graphURL, appAddr,
 		"spool_dir "+spool+"\n\t\tresponse_timeout 2s\n\t\tstall_timeout 2s")(""))
 
-	small := jpeg(64 << 10)
-	mediaID, err := emu.AddMedia(phone, "image/jpeg", jpeg(256<<10))
+	small := fixtures.JPEG(64 << 10)
+	mediaID, err := emu.AddMedia(phone, "image/jpeg", fixtures.JPEG(256<<10))
 	require.NoError(t, err)
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 	defer client.CloseIdleConnections()

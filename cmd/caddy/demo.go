@@ -22,7 +22,7 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
-	"github.com/avenping/caddy-whatsapp-media/metaemu"
+	"github.com/avenping/caddy-whatsapp-media/internal/metaemu"
 )
 
 // Demo values, printed at start.
@@ -126,37 +126,7 @@ func runDemo(fl caddycmd.Flags) (int, error) {
 	}
 	defer os.RemoveAll(filepath.Dir(photo))
 
-	base := "http://" + listen
-	fmt.Printf(`
-caddy-whatsapp-media demo
-  gateway          %s  (media routes; everything else goes to the app stand-in)
-  Meta emulator    %s
-  API token        %s   (premium plan)
-  developer token  %s   (answers 403 DEVELOPER_PLAN_REQUIRED)
-  phoneNumberId    %s
-  sample photo     %s
-
-Upload (multipart):
-  curl -sS -X POST "%[1]s/v2/media/upload" \
-    -H "Authorization: Bearer %[3]s" \
-    -F "phoneNumberId=%[5]s" \
-    -F "file=@%[6]s;type=image/jpeg"
-
-Upload (raw body):
-  curl -sS -X POST "%[1]s/v2/media/upload" \
-    -H "Authorization: Bearer %[3]s" \
-    -H "X-Phone-Number-Id: %[5]s" \
-    -H "X-Filename: photo.jpg" \
-    -H "Content-Type: image/jpeg" \
-    --data-binary "@%[6]s"
-
-Download (with a mediaId from an upload):
-  curl -sS -L "%[1]s/v2/media/MEDIA_ID_FROM_META/download?disposition=attachment" \
-    -H "Authorization: Bearer %[3]s" \
-    -o "download.bin"
-
-Press Ctrl-C to stop.
-`, base, graphURL, demoToken, demoDeveloperToken, demoPhone, photo)
+	printDemo("http://"+listen, graphURL, photo)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -194,4 +164,38 @@ func writeSamplePhoto() (string, error) {
 	}
 	p := filepath.Join(dir, "photo.jpg")
 	return p, os.WriteFile(p, buf.Bytes(), 0o644)
+}
+
+// printDemo prints the demo's values and commands to try.
+func printDemo(base, graphURL, photo string) {
+	fmt.Printf(`
+caddy-whatsapp-media demo
+  gateway          %s  (media routes; everything else goes to the app stand-in)
+  Meta emulator    %s
+  API token        %s   (premium plan)
+  developer token  %s   (answers 403 DEVELOPER_PLAN_REQUIRED)
+  phoneNumberId    %s
+  sample photo     %s
+
+Upload (multipart):
+  curl -sS -X POST "%[1]s/v2/media/upload" \
+    -H "Authorization: Bearer %[3]s" \
+    -F "phoneNumberId=%[5]s" \
+    -F "file=@%[6]s;type=image/jpeg"
+
+Upload (raw body):
+  curl -sS -X POST "%[1]s/v2/media/upload" \
+    -H "Authorization: Bearer %[3]s" \
+    -H "X-Phone-Number-Id: %[5]s" \
+    -H "X-Filename: photo.jpg" \
+    -H "Content-Type: image/jpeg" \
+    --data-binary "@%[6]s"
+
+Download (with a mediaId from an upload):
+  curl -sS -L "%[1]s/v2/media/MEDIA_ID_FROM_META/download?disposition=attachment" \
+    -H "Authorization: Bearer %[3]s" \
+    -o "download.bin"
+
+Press Ctrl-C to stop.
+`, base, graphURL, demoToken, demoDeveloperToken, demoPhone, photo)
 }

@@ -12,7 +12,7 @@ const MaxFilenameLength = 200
 // SanitizeFilename makes a client's file name safe to put in a quoted
 // header parameter: no directories, no control characters (CR and LF
 // above all), no quotes or backslashes, no semicolons, valid UTF-8, a
-// bounded length. An empty result becomes "file", the contract's default.
+// bounded length. An empty result becomes "file", the documented default.
 func SanitizeFilename(name string) string {
 	name = strings.ToValidUTF8(name, "_")
 	if i := strings.LastIndexAny(name, `/\`); i >= 0 {

@@ -66,12 +66,3 @@ func ParseRange(h string, size int64) (br Range, ok bool) {
 	}
 	return Range{Start: start, End: end}, true
 }
-
-// ParseDigits parses a non-negative decimal made of ASCII digits only
-// (strconv would take a sign).
-func ParseDigits(s string) (int64, error) {
-	if len(s) == 0 || len(s) > 19 || strings.Trim(s, "0123456789") != "" {
-		return 0, strconv.ErrSyntax
-	}
-	return strconv.ParseInt(s, 10, 64)
-}

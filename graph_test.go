@@ -11,7 +11,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/avenping/caddy-whatsapp-media/metaemu"
+	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
+	"github.com/avenping/caddy-whatsapp-media/internal/metaemu"
 )
 
 // TestFaultMatrix drives each upstream fault through the handler: the
@@ -23,7 +24,7 @@ func TestFaultMatrix(t *testing.T) {
 		h.ResponseTimeout = caddy.Duration(300 * time.Millisecond)
 		h.StallTimeout = caddy.Duration(300 * time.Millisecond)
 	}
-	big := jpegBytes(2 << 20)
+	big := fixtures.JPEG(2 << 20)
 	upload := func(e *env) answer {
 		return e.do(e.rawUpload(tokPremium, bytes.NewReader(big), map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"}))
 	}
@@ -79,22 +80,28 @@ func TestFaultMatrix(t *testing.T) {
 	}
 }
 
-func TestIntrospectionSlowFailsClosed(t *testing.T) {
-	app := newFakeApp(t)
-	app.set("tok", activeAnswer("u", time.Time{}))
-	app.delay = 3 * time.Second
-	e := newEnv(t, func(h *Handler) {
-		h.AccountsRaw = []byte(`{"source":"introspect","url":"` + app.srv.URL + `","timeout":"200ms"}`)
-	})
-	start := time.Now()
-	a := e.do(mustReq(t, http.MethodGet, e.url("/v2/media/1/download"), "tok"))
-	assert.Equal(t, 503, a.Status)
-	assert.Equal(t, codeAuthUnavailable, a.Error)
-	assert.Less(t, time.Since(start), 2*time.Second)
-	app.mu.Lock()
-	app.delay = 0
-	app.mu.Unlock()
-	a = e.do(mustReq(t, http.MethodGet, e.url("/v2/media/1/download"), "tok"))
-	assert.NotEqual(t, codeAuthUnavailable, a.Error, "the timed-out look-up was cached")
-	assert.Equal(t, codeMetaAPIError, a.Error, "the account was known: Meta refused its token")
+func TestHostList(t *testing.T) {
+	l, err := newHostList(DefaultMediaHosts, mustURL(t, "https://graph.facebook.com"))
+	require.NoError(t, err)
+	for u, want := range map[string]bool{
+		"https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid=1": true,
+		"https://scontent.xx.fbcdn.net/v/t1":                               true,
+		"https://mmg.whatsapp.net/d/f/x.enc":                               true,
+		"https://graph.facebook.com/v23.0/1":                               true,
+		"https://LOOKASIDE.FBSBX.COM/x":                                    true,
+		"http://lookaside.fbsbx.com/x":                                     false,
+		"https://fbcdn.net/x":                                              false,
+		"https://evilfbcdn.net/x":                                          false,
+		"https://fbcdn.net.evil.com/x":                                     false,
+		"https://user@lookaside.fbsbx.com/x":                               false,
+		"ftp://lookaside.fbsbx.com/x":                                      false,
+		"https://169.254.169.254/latest":                                   false,
+		"https://localhost/x":                                              false,
+	} {
+		assert.Equal(t, want, l.allows(mustURL(t, u)), u)
+	}
+	for _, bad := range []string{"*", "*.com", "a/b", "*.*.x.com", "", "host:443"} {
+		_, err := newHostList([]string{bad}, nil)
+		assert.Error(t, err, bad)
+	}
 }

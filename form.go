@@ -1,0 +1,274 @@
+package whatsappmedia
+
+import (
+	"errors"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/textproto"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/avenping/caddy-whatsapp-media/internal/media"
+)
+
+// Limits on the parts of a multipart upload other than the file.
+const (
+	maxParts      = 16
+	maxPartHeader = 16 << 10
+	maxFieldValue = 1 << 10
+	// multipartOverhead bounds the bytes of a multipart upload that are not
+	// file bytes (boundaries, part headers, small fields), so that a
+	// Content-Length above max_size plus this proves the file too large.
+	multipartOverhead = maxParts * (maxFieldValue + maxPartHeader)
+)
+
+var (
+	errMalformedForm = validationError("Malformed multipart/form-data body")
+	errFormOverhead  = validationError("The multipart body's headers and fields are too large")
+	errTwoFiles      = validationError("Only one file part is allowed")
+	errLateType      = validationError("The type field contradicts the file's type; send type before the file part")
+)
+
+// form walks the parts of a multipart upload (mode A). Everything but the
+// file's bytes is bounded: part headers and fields are parsed in memory.
+type form struct {
+	acct      *Account
+	r         *http.Request
+	mr        *multipart.Reader
+	body      *formBody
+	phone     string
+	typeField string
+	parts     int
+}
+
+// newForm reads r's multipart body through br (a buffered reader over
+// r.Body). phone is the header's phone number id, if any.
+func newForm(r *http.Request, br io.Reader, acct *Account, phone string) (*form, *apiError) {
+	body := &formBody{r: readCloser{br, r.Body}, limit: multipartOverhead}
+	r.Body = body
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return nil, errMalformedForm.withCause(err)
+	}
+	return &form{acct: acct, r: r, mr: mr, body: body, phone: phone}, nil
+}
+
+// nextFile reads parts up to the next file part, which it returns, or to
+// the end of the form (nil). Small fields are read and checked on the
+// way: phoneNumberId is checked against the account as soon as it is read.
+func (f *form) nextFile() (*multipart.Part, *apiError) {
+	for {
+		part, err := f.mr.NextRawPart()
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		if errors.Is(err, errFormTooLarge) {
+			return nil, errFormOverhead.withCause(err)
+		}
+		if err != nil {
+			return nil, errMalformedForm.withCause(err)
+		}
+		f.parts++
+		if f.parts > maxParts {
+			return nil, validationError("Too many parts in the multipart body")
+		}
+		if headerSize(part.Header) > maxPartHeader {
+			return nil, validationError("A part's headers are too large")
+		}
+		var ae *apiError
+		switch name := part.FormName(); name {
+		case "file":
+			f.body.inFile = true
+			return part, nil
+		case "phoneNumberId":
+			ae = f.readPhone(part)
+		case "type":
+			f.typeField, ae = readField(part, name)
+		default:
+			// Unknown fields are tolerated (clients add their own) but
+			// bounded like the known ones.
+			_, ae = readField(part, "a form field")
+		}
+		if ae != nil {
+			return nil, ae
+		}
+	}
+}
+
+// readPhone reads the phoneNumberId field and checks it against the
+// account and the header's.
+func (f *form) readPhone(part *multipart.Part) *apiError {
+	v, ae := readField(part, "phoneNumberId")
+	switch {
+	case ae != nil:
+		return ae
+	case !validPhoneID(v):
+		return errBadPhoneID
+	case f.phone != "" && f.phone != v:
+		return validationError("phoneNumberId is given twice with different values")
+	}
+	if ae := authorizePhone(f.acct, v); ae != nil {
+		return ae
+	}
+	f.phone = v
+	setPhoneVar(f.r, v)
+	return nil
+}
+
+// rest reads the parts after the file part: another file is refused.
+func (f *form) rest() *apiError {
+	f.body.inFile = false
+	next, ae := f.nextFile()
+	if ae != nil {
+		return ae
+	}
+	if next != nil {
+		return errTwoFiles
+	}
+	return nil
+}
+
+// finish returns the check of a streamed file's form, run before the body
+// to Meta is closed: a second file, a broken form or a type field that
+// contradicts the type sent cancels the upload, so Meta never stores a
+// file from a request the gateway refuses. decided says whether the type
+// sent was decided by the part's own type or an earlier type field.
+func (f *form) finish(mimeType string, decided bool) func() error {
+	return func() error {
+		if ae := f.rest(); ae != nil {
+			return ae
+		}
+		if late := media.Type(f.typeField); !decided && !media.IsGeneric(late) && late != mimeType {
+			return errLateType
+		}
+		return nil
+	}
+}
+
+// headerSize is the size of a part's headers as sent, about.
+func headerSize(h textproto.MIMEHeader) int {
+	n := 0
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// readField reads a small form field's value, at most maxFieldValue bytes.
+func readField(part *multipart.Part, name string) (string, *apiError) {
+	buf := make([]byte, maxFieldValue+1)
+	n, err := io.ReadFull(part, buf)
+	switch {
+	case n > maxFieldValue:
+		return "", validationError(name + " is too long")
+	case errors.Is(err, errFormTooLarge):
+		return "", errFormOverhead.withCause(err)
+	case err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF):
+		return "", errMalformedForm.withCause(err)
+	}
+	return strings.TrimSpace(string(buf[:n])), nil
+}
+
+// errFormTooLarge is returned by a formBody whose non-file bytes passed
+// its limit.
+var errFormTooLarge = errors.New("multipart overhead exceeds its limit")
+
+// formBody counts the bytes of a multipart body that are not the file's
+// (boundaries, part headers, fields) and fails once they pass limit, so
+// that mime/multipart never buffers large part headers. The multipart
+// reader reads a few KiB ahead, so the count is approximate by that much.
+type formBody struct {
+	r        io.ReadCloser
+	limit    int64
+	overhead int64
+	inFile   bool // while the file part is read, bytes are not counted
+}
+
+func (f *formBody) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if !f.inFile {
+		f.overhead += int64(n)
+		if f.overhead > f.limit {
+			return n, errFormTooLarge
+		}
+	}
+	return n, err
+}
+
+func (f *formBody) Close() error { return f.r.Close() }
+
+// readCloser reads from a Reader and closes a Closer: a buffered reader
+// over a request body, with the body's Close.
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// spoolFile is a file part held on disk.
+type spoolFile struct {
+	f    *os.File
+	name string // set while the file still has a name to remove
+}
+
+// spool copies a file part to a temporary file, at most max_size bytes.
+// On systems that allow it the file is unlinked at once, so that nothing
+// is left behind even if the process dies.
+func (h *Handler) spool(w http.ResponseWriter, part io.Reader) (*spoolFile, int64, *apiError) {
+	f, err := os.CreateTemp(h.SpoolDir, "whatsapp-media-*.upload")
+	if err != nil {
+		return nil, 0, errInternal.withCause(err)
+	}
+	metrics.spooled.Inc()
+	s := &spoolFile{f: f, name: f.Name()}
+	if os.Remove(s.name) == nil {
+		s.name = ""
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	// A client that stops sending is cut off after stall_timeout.
+	guard := newStallGuard(time.Duration(h.StallTimeout), func() {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	})
+	lr := &limitReader{r: progressReader{part, guard}, max: h.MaxSize}
+	n, err := io.CopyBuffer(writerOnly{f}, lr, *bp)
+	if guard.stop() {
+		s.close()
+		return nil, 0, errClientStalled
+	}
+	if err != nil {
+		s.close()
+		return nil, 0, spoolError(err)
+	}
+	return s, n, nil
+}
+
+// spoolError answers a failed spooling copy.
+func spoolError(err error) *apiError {
+	var pe *os.PathError
+	switch {
+	case errors.Is(err, errFileTooLarge):
+		return errTooLarge
+	case errors.Is(err, errFormTooLarge):
+		return errFormOverhead.withCause(err)
+	case errors.As(err, &pe):
+		return errInternal.withCause(err)
+	}
+	return errMalformedForm.withCause(err)
+}
+
+func (s *spoolFile) head() []byte {
+	b := make([]byte, media.SniffLen)
+	n, _ := s.f.ReadAt(b, 0)
+	return b[:n]
+}
+
+func (s *spoolFile) close() {
+	_ = s.f.Close()
+	if s.name != "" {
+		_ = os.Remove(s.name)
+	}
+}

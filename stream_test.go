@@ -1,0 +1,283 @@
+package whatsappmedia
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
+	"github.com/avenping/caddy-whatsapp-media/internal/metaemu"
+)
+
+func shortStall(h *Handler) { h.StallTimeout = caddy.Duration(300 * time.Millisecond) }
+
+func TestUploadMetaStopsReading(t *testing.T) {
+	e := newEnv(t, shortStall, func(h *Handler) { h.MaxSize = 200 << 20 })
+	// Meta takes the headers and then no byte of a body far larger than
+	// the sockets' buffers.
+	e.emu.Inject(metaemu.Fault{Route: "upload", Kind: metaemu.Hang})
+	req := e.rawUpload(tokPremium, &patternReader{n: 40 << 20}, map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "application/pdf"})
+	req.ContentLength = 40 << 20
+	start := time.Now()
+	a := e.do(req)
+	assert.Equal(t, 504, a.Status, a.Raw)
+	assert.Equal(t, codeUpstreamTimeout, a.Error)
+	assert.Less(t, time.Since(start), 10*time.Second)
+	// The emulator's hanging handler cannot notice (it reads nothing), so
+	// look at the gateway's side: no connection to Meta is left writing.
+	require.Eventually(t, func() bool {
+		http.DefaultClient.CloseIdleConnections()
+		e.h.graph.transport.CloseIdleConnections()
+		return countGoroutines("net/http.(*persistConn).writeLoop") == 0
+	}, 5*time.Second, 20*time.Millisecond, "the request to Meta was not cancelled")
+}
+
+// countGoroutines counts the goroutines whose stack mentions fn.
+func countGoroutines(fn string) int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestUploadClientStalls(t *testing.T) {
+	for _, mode := range []string{"streamed", "spooled"} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t, shortStall)
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			var head []byte
+			var ct string
+			if mode == "streamed" {
+				req := e.rawUpload(tokPremium, pr, map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"})
+				head = fixtures.JPEG(100_000)
+				go func() { _, _ = pw.Write(head) }() // then nothing more
+				a := e.do(req)
+				assert.Equal(t, 408, a.Status, a.Raw)
+				assert.Equal(t, "REQUEST_TIMEOUT", a.Error)
+				require.Eventually(t, func() bool { return len(e.emu.Uploads()) == 1 }, 5*time.Second, 10*time.Millisecond)
+				assert.Empty(t, e.emu.Uploads()[0].MediaID)
+				return
+			}
+			body, ct0 := buildForm(t, filePart("a.jpg", "image/jpeg", fixtures.JPEG(100_000)), field("phoneNumberId", phoneA))
+			ct = ct0
+			head = body.Bytes()[:50_000]
+			req := e.rawUpload(tokPremium, pr, map[string]string{"Content-Type": ct})
+			go func() { _, _ = pw.Write(head) }()
+			a := e.do(req)
+			assert.Equal(t, 408, a.Status, a.Raw)
+			assert.Empty(t, e.emu.Requests())
+			assert.Empty(t, dirEntries(t, e.h.SpoolDir))
+		})
+	}
+}
+
+func TestDownloadCDNStalls(t *testing.T) {
+	e := newEnv(t, shortStall)
+	id := e.media(fixtures.JPEG(200_000), "image/jpeg")
+	before := testutil.ToFloat64(metrics.downloadAbort.WithLabelValues("stalled"))
+	e.emu.Inject(metaemu.Fault{Route: "cdn", Kind: metaemu.Slow, Delay: 5 * time.Second})
+	resp := e.download(id, "", nil)
+	require.Equal(t, 200, resp.StatusCode)
+	start := time.Now()
+	_, err := io.ReadAll(resp.Body)
+	assert.Error(t, err, "a stalled download ended cleanly")
+	assert.Less(t, time.Since(start), 4*time.Second)
+	assert.Equal(t, before+1, testutil.ToFloat64(metrics.downloadAbort.WithLabelValues("stalled")))
+}
+
+func TestDownloadClientStopsReading(t *testing.T) {
+	e := newEnv(t, shortStall)
+	data := bytes.Repeat([]byte("x"), 16<<20)
+	id := e.media(data, "application/pdf")
+	before := testutil.ToFloat64(metrics.downloadAbort.WithLabelValues("stalled"))
+	// A client with a small socket buffer, so that not reading soon
+	// stops the flow (loopback buffers can otherwise hold many MB).
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+			}
+			return c, err
+		},
+	}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(mustReq(t, http.MethodGet, e.url("/v2/media/"+id+"/download"), tokPremium))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	// The client reads nothing more; once the sockets' buffers are full,
+	// nothing moves, and the gateway gives up on both sides.
+	require.Eventually(t, func() bool {
+		return testutil.ToFloat64(metrics.downloadAbort.WithLabelValues("stalled")) == before+1
+	}, 10*time.Second, 20*time.Millisecond, "the stalled download was not broken off")
+	require.Eventually(t, func() bool { return countGoroutines("whatsapp-media.copyVerified") == 0 },
+		5*time.Second, 20*time.Millisecond)
+	got, err := io.Copy(io.Discard, resp.Body)
+	assert.Error(t, err)
+	assert.Less(t, got, int64(len(data)))
+}
+
+// smallBufferClient reads through a socket with a small receive buffer,
+// so that how fast it reads is how fast the server can write.
+func smallBufferClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				_ = c.(*net.TCPConn).SetReadBuffer(8 << 10)
+				_ = c.(*net.TCPConn).SetWriteBuffer(8 << 10)
+			}
+			return c, err
+		},
+	}}
+}
+
+func TestSlowSteadyClientsAreNotStalled(t *testing.T) {
+	stall := func(h *Handler) { h.StallTimeout = caddy.Duration(400 * time.Millisecond) }
+	t.Run("download", func(t *testing.T) {
+		e := newEnv(t, stall)
+		data := fixtures.JPEG(400_000)
+		id := e.media(data, "image/jpeg")
+		client := smallBufferClient()
+		defer client.CloseIdleConnections()
+		resp, err := client.Do(mustReq(t, http.MethodGet, e.url("/v2/media/"+id+"/download"), tokPremium))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var got bytes.Buffer
+		buf := make([]byte, 8<<10)
+		for {
+			n, err := resp.Body.Read(buf) // 8 KiB every 50 ms: 160 KiB/s
+			got.Write(buf[:n])
+			if err != nil {
+				assert.ErrorIs(t, err, io.EOF)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		assert.Equal(t, data, got.Bytes())
+	})
+	t.Run("upload", func(t *testing.T) {
+		e := newEnv(t, stall)
+		data := fixtures.JPEG(120_000)
+		pr, pw := io.Pipe()
+		go func() {
+			for off := 0; off < len(data); off += 2 << 10 { // 2 KiB every 50 ms: 40 KiB/s
+				_, _ = pw.Write(data[off:min(off+2<<10, len(data))])
+				time.Sleep(50 * time.Millisecond)
+			}
+			pw.Close()
+		}()
+		a := e.do(e.rawUpload(tokPremium, pr, map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"}))
+		e.checkStored(a, data, "image/jpeg")
+	})
+}
+
+func TestCopyVerified(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789"), 20_000)
+	sum := sha256.Sum256(data)
+	var w bytes.Buffer
+	n, reason, err := copyVerified(&w, bytes.NewReader(data), int64(len(data)), sum[:], nil)
+	require.NoError(t, err)
+	assert.Empty(t, reason)
+	assert.Equal(t, int64(len(data)), n)
+	assert.Equal(t, data, w.Bytes())
+
+	w.Reset()
+	_, reason, _ = copyVerified(&w, bytes.NewReader(data), int64(len(data))+1, nil, nil)
+	assert.Equal(t, "truncated", reason)
+	assert.Less(t, w.Len(), len(data), "a short body was written in full")
+
+	w.Reset()
+	_, reason, _ = copyVerified(&w, bytes.NewReader(data), int64(len(data))-1, nil, nil)
+	assert.Equal(t, "too_long", reason)
+	assert.Less(t, w.Len(), len(data))
+
+	w.Reset()
+	bad := sha256.Sum256([]byte("x"))
+	_, reason, _ = copyVerified(&w, bytes.NewReader(data), int64(len(data)), bad[:], nil)
+	assert.Equal(t, "digest_mismatch", reason)
+	assert.Less(t, w.Len(), len(data))
+}
+
+// TestCopyVerifiedPipelined drives the hasher goroutine through many
+// chunks of uneven sizes: under -race, a buffer read into while the hasher
+// still reads it shows as a race, and as a wrong digest without it.
+func TestCopyVerifiedPipelined(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	data := make([]byte, 3<<20+17)
+	_, _ = rand.Read(data)
+	sum := sha256.Sum256(data)
+	for name, src := range map[string]func() io.Reader{
+		"whole":   func() io.Reader { return bytes.NewReader(data) },
+		"halves":  func() io.Reader { return iotest.HalfReader(bytes.NewReader(data)) },
+		"bytes":   func() io.Reader { return io.LimitReader(iotest.OneByteReader(bytes.NewReader(data)), 200_000) },
+		"eofdata": func() io.Reader { return iotest.DataErrReader(bytes.NewReader(data)) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			want := data
+			if name == "bytes" {
+				want = data[:200_000]
+			}
+			wantSum := sha256.Sum256(want)
+			var w bytes.Buffer
+			n, reason, err := copyVerified(&w, src(), int64(len(want)), wantSum[:], nil)
+			require.NoError(t, err)
+			require.Empty(t, reason)
+			assert.Equal(t, int64(len(want)), n)
+			assert.True(t, bytes.Equal(want, w.Bytes()), "the bytes written differ from the source")
+		})
+	}
+
+	t.Run("corrupt middle", func(t *testing.T) {
+		bad := bytes.Clone(data)
+		bad[len(bad)/2] ^= 1
+		var w bytes.Buffer
+		n, reason, _ := copyVerified(&w, bytes.NewReader(bad), int64(len(bad)), sum[:], nil)
+		assert.Equal(t, "digest_mismatch", reason)
+		assert.Less(t, n, int64(len(bad)), "a corrupt body was written in full")
+	})
+
+	t.Run("client fails", func(t *testing.T) {
+		w := &failAfter{n: 1 << 20}
+		n, reason, err := copyVerified(w, bytes.NewReader(data), int64(len(data)), sum[:], nil)
+		assert.Equal(t, "client_write", reason)
+		assert.Error(t, err)
+		assert.LessOrEqual(t, n, int64(1<<20))
+	})
+}
+
+// failAfter is a writer that fails once n bytes were written.
+type failAfter struct{ n int }
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if len(p) > f.n {
+		m := f.n
+		f.n = 0
+		return m, errors.New("client went away")
+	}
+	f.n -= len(p)
+	return len(p), nil
+}
