@@ -21,7 +21,7 @@ import (
 	"go.uber.org/zap/zaptest"
 )
 
-// fakeApp implements the app's side of the introspection contract.
+// fakeApp implements the app's side of introspection (docs/introspection.md).
 type fakeApp struct {
 	srv     *httptest.Server
 	calls   atomic.Int32

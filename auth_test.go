@@ -42,7 +42,7 @@ func TestAPIToken(t *testing.T) {
 	}
 }
 
-// TestAccessRules checks the contract's rule order and codes (section 3),
+// TestAccessRules checks the access rules' order and codes (auth.go),
 // that every refusal is decided before one byte of the body is read, and
 // that Meta is never contacted.
 func TestAccessRules(t *testing.T) {

@@ -30,6 +30,7 @@ type download struct {
 	disposition string // inline or attachment
 	phone       string // the phoneNumberId asked for, if any; checked against the account
 	info        mediaInfo
+	size        int64        // file_size as the answer's headers tell it; -1 when unknown
 	rng         *media.Range // the range served, or nil for the whole file
 	status      int          // 200 or 206
 	want        int64        // the bytes the answer carries; -1 when unknown
@@ -121,7 +122,7 @@ func (d *download) setFileHeaders(hdr http.Header) string {
 // length headers and the bytes wanted.
 func (d *download) resolveRange(r *http.Request, hdr http.Header, etag string) *apiError {
 	size := int64(d.info.FileSize)
-	d.status, d.want = http.StatusOK, size
+	d.size, d.status, d.want = size, http.StatusOK, size
 	if rh := r.Header.Get("Range"); rh != "" && size > 0 && ifRangeHolds(r.Header.Get("If-Range"), etag) {
 		br, ok := media.ParseRange(rh, size)
 		if !ok {
@@ -200,11 +201,10 @@ func (h *Handler) streamDownload(w http.ResponseWriter, r *http.Request, acct *A
 // how many there are (-1 when unknown). A CDN that ignored the range sends
 // the whole file: the range is cut out of it here.
 func (h *Handler) cdnBody(r *http.Request, d *download, resp *http.Response, guard *stallGuard) (io.Reader, int64, *apiError) {
-	size := int64(d.info.FileSize)
 	body := io.Reader(progressReader{resp.Body, guard})
 	if d.rng != nil && resp.StatusCode == http.StatusOK {
-		if resp.ContentLength >= 0 && resp.ContentLength != size {
-			return nil, 0, errUpstreamBadAnswer.withCause(fmt.Errorf("cdn content-length %d, meta file_size %d", resp.ContentLength, size))
+		if resp.ContentLength >= 0 && resp.ContentLength != d.size {
+			return nil, 0, errUpstreamBadAnswer.withCause(fmt.Errorf("cdn content-length %d, meta file_size %d", resp.ContentLength, d.size))
 		}
 		if _, err := io.CopyN(io.Discard, body, d.rng.Start); err != nil {
 			if guard.stop() {

@@ -147,6 +147,17 @@ func (f *form) finish(mimeType string, decided bool) func() error {
 	}
 }
 
+// partFilename is the file part's name, made safe. A plain filename is
+// percent-decoded (media.DecodeFilename); a filename* (RFC 5987), which
+// mime/multipart has already decoded, takes precedence and is kept as is.
+func partFilename(part *multipart.Part) string {
+	name := part.FileName()
+	if !strings.Contains(strings.ToLower(part.Header.Get("Content-Disposition")), "filename*") {
+		name = media.DecodeFilename(name)
+	}
+	return media.SanitizeFilename(name)
+}
+
 // headerSize is the size of a part's headers as sent, about.
 func headerSize(h textproto.MIMEHeader) int {
 	n := 0

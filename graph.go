@@ -94,14 +94,20 @@ func newTransport(dialTimeout, responseTimeout time.Duration) *http.Transport {
 
 func (g *graphClient) closeIdle() { g.transport.CloseIdleConnections() }
 
+// metaRequest is a request to one of Meta's upstreams.
+type metaRequest struct {
+	*http.Request
+	upstream string // upstreamGraph or upstreamCDN
+}
+
 // newRequest builds a request to an upstream of Meta's, carrying the
 // account's Meta token. Graph API calls ask for JSON; CDN requests ask for
 // the bytes as stored, without transparent decompression, so that lengths
 // and the digest are the file's own.
-func (g *graphClient) newRequest(ctx context.Context, upstream, method, url, metaToken string, body io.Reader) (*http.Request, error) {
+func (g *graphClient) newRequest(ctx context.Context, upstream, method, url, metaToken string, body io.Reader) (metaRequest, error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, body)
 	if err != nil {
-		return nil, err
+		return metaRequest{}, err
 	}
 	req.Header = http.Header{
 		"Authorization": {"Bearer " + metaToken},
@@ -112,15 +118,15 @@ func (g *graphClient) newRequest(ctx context.Context, upstream, method, url, met
 	} else {
 		req.Header.Set("Accept", "application/json")
 	}
-	return req, nil
+	return metaRequest{req, upstream}, nil
 }
 
 // do sends req and records how long the upstream took to answer.
-func (g *graphClient) do(req *http.Request, upstream string) (*http.Response, error) {
+func (g *graphClient) do(req metaRequest) (*http.Response, error) {
 	start := time.Now()
-	resp, err := g.client.Do(req)
+	resp, err := g.client.Do(req.Request)
 	if err == nil {
-		observeUpstream(upstream, start)
+		observeUpstream(req.upstream, start)
 	}
 	return resp, err
 }
@@ -152,14 +158,19 @@ func (g *graphClient) upload(ctx context.Context, metaToken, phone string, f met
 	if f.size >= 0 {
 		req.ContentLength = int64(len(prefix)) + f.size + int64(len(suffix))
 	}
-	return g.do(req, upstreamGraph)
+	return g.do(req)
 }
 
-// uploadAnswer reads Meta's answer to an upload: the new media's id, or
-// Meta's refusal.
-func uploadAnswer(resp *http.Response) (string, *apiError) {
+// uploadAnswer reads Meta's answer to an upload: Meta's refusal, or the
+// new media's id. An answer that claims success before the whole file was
+// sent is refused: a file is never reported as uploaded that was not sent
+// in full.
+func uploadAnswer(resp *http.Response, sent bool) (string, *apiError) {
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return "", upstreamAnswerError(resp)
+	}
+	if !sent {
+		return "", errUpstreamBadAnswer.withCause(errors.New("meta answered before the whole file was sent"))
 	}
 	var answer struct {
 		ID string `json:"id"`
@@ -209,7 +220,7 @@ func (g *graphClient) mediaInfo(ctx context.Context, metaToken, mediaID, phone s
 	if err != nil {
 		return mediaInfo{}, errInternal.withCause(err)
 	}
-	resp, err := g.do(req, upstreamGraph)
+	resp, err := g.do(req)
 	if err != nil {
 		return mediaInfo{}, classifyTransportError(err)
 	}
@@ -318,7 +329,7 @@ func (g *graphClient) getCDN(ctx context.Context, metaToken, rawURL string, rng 
 		if rng != nil {
 			req.Header.Set("Range", "bytes="+strconv.FormatInt(rng.Start, 10)+"-"+strconv.FormatInt(rng.End, 10))
 		}
-		resp, err := g.do(req, upstreamCDN)
+		resp, err := g.do(req)
 		if err != nil {
 			return nil, classifyTransportError(err)
 		}

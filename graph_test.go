@@ -16,7 +16,7 @@ import (
 )
 
 // TestFaultMatrix drives each upstream fault through the handler: the
-// answer is the contract's status and code, the request to Meta ends (the
+// answer is the documented status and code, the request to Meta ends (the
 // emulator has nothing in flight), no spool file is left, and (checked by
 // newEnv) no goroutine outlives the test.
 func TestFaultMatrix(t *testing.T) {

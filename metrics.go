@@ -24,6 +24,7 @@ var metrics = struct {
 	upstream      *prometheus.HistogramVec
 	accountCache  *prometheus.CounterVec
 	downloadAbort *prometheus.CounterVec
+	drained       prometheus.Counter
 
 	// Children looked up once, for the hot path.
 	cacheHit, cacheMiss prometheus.Counter
@@ -63,12 +64,16 @@ func initMetrics() {
 			Namespace: ns, Subsystem: sub, Name: "download_aborts_total",
 			Help: "Downloads broken off because the CDN's bytes were incomplete, too many, corrupt or failed mid-body, or the client went away.",
 		}, []string{"reason"})
+		metrics.drained = prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "drained_bytes_total",
+			Help: "Bytes of refused request bodies read and discarded so that the client hears the answer (the lingering close).",
+		})
 	})
 }
 
 func allCollectors() []prometheus.Collector {
 	return []prometheus.Collector{metrics.requests, metrics.inFlight, metrics.bytes, metrics.spooled,
-		metrics.upstream, metrics.accountCache, metrics.downloadAbort}
+		metrics.upstream, metrics.accountCache, metrics.downloadAbort, metrics.drained}
 }
 
 // registerMetrics registers the collectors on reg (a config's registry).
@@ -108,8 +113,9 @@ func countRequest(route routeKind, w http.ResponseWriter) *requestTally {
 }
 
 // done counts the request; deferred, it also sees a panic: a download
-// broken off on purpose (http.ErrAbortHandler), or a bug. It counts that
-// as INCOMPLETE and lets net/http deal with the panic.
+// broken off on purpose (http.ErrAbortHandler), a refusal whose body could
+// not be drained, or a bug. It counts a panic that is not a refusal as
+// INCOMPLETE, and lets net/http deal with the panic.
 func (t *requestTally) done() {
 	metrics.inFlight.WithLabelValues(t.label).Dec()
 	code := t.code
@@ -117,7 +123,7 @@ func (t *requestTally) done() {
 		code = "OK"
 	}
 	rec := recover()
-	if rec != nil {
+	if rec != nil && t.code == "" {
 		code = "INCOMPLETE"
 	}
 	metrics.requests.WithLabelValues(t.label, strconv.Itoa(t.w.status()), code).Inc()

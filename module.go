@@ -230,8 +230,9 @@ func (h *Handler) Cleanup() error {
 // ServeHTTP serves the media routes and passes every other request on.
 // A media request goes through the method check, the access rules and
 // its route's handler; a refusal or failure at any step is answered in
-// the error envelope by refuse. Broken-off downloads panic with
-// http.ErrAbortHandler, which the tally counts and passes on.
+// the error envelope by refuse. Broken-off downloads, and refused bodies
+// that could not be drained, panic with http.ErrAbortHandler, which the
+// tally counts and passes on.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	route, mediaID := h.route(r)
 	if route == routeNone {
@@ -239,9 +240,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	tally := countRequest(route, w)
 	defer tally.done()
+	body := watchBody(r)
 	if ae := h.serveRoute(tally.w, r, route, mediaID); ae != nil {
 		tally.code = ae.Code
-		h.refuse(tally.w, r, ae)
+		h.refuse(tally.w, r, body, ae)
 	}
 	return nil
 }
@@ -263,19 +265,13 @@ func (h *Handler) serveRoute(w http.ResponseWriter, r *http.Request, route route
 	return h.serveDownload(w, r, acct, mediaID)
 }
 
-// refuse logs ae and writes it in the error envelope.
-func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ae *apiError) {
+// refuse logs ae, writes it in the error envelope, and lingers on what is
+// left of the request's body, so that every client hears the answer
+// (linger.go).
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, body *clientBody, ae *apiError) {
 	h.logAnswer(r, ae)
 	setErrorVar(r, ae.Code)
-	if r.ProtoMajor == 1 && r.ContentLength != 0 {
-		// The body may be unread (a refusal decided from the headers).
-		// Closing the connection tells net/http not to drain it before
-		// answering; without this, Caddy's body wrapper hides the
-		// Expect: 100-continue reader from net/http, which then reads
-		// the body a client was waiting to be asked for.
-		w.Header().Set("Connection", "close")
-	}
-	writeError(w, ae)
+	h.answerAndLinger(w, r, body, ae)
 }
 
 type routeKind int

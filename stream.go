@@ -176,20 +176,22 @@ func (p progressReader) Read(b []byte) (int, error) {
 // errBodyStopped is what a stopped requestBody answers to late reads.
 var errBodyStopped = errors.New("upload body stopped")
 
-// requestBody is the body of a request to Meta that reads from the
-// client's request. net/http's transport may go on reading a request body
+// requestBody is the part of an upload's body to Meta that reads from the
+// client's request: the file's bytes, and the check of the rest of a
+// multipart form (graph.go frames it). net/http's transport may go on
+// reading a request body
 // in its own goroutine after Client.Do returns (when Meta answers early,
-// or fails), so every Read holds mu, and stop waits for a Read in progress
-// to end before the handler touches the client's body or this reader's
-// state again.
+// or fails), so every Read holds the semaphore sem, and stop waits for a
+// Read in progress to end before the handler touches the client's body or
+// this reader's state again.
 type requestBody struct {
-	mu      sync.Mutex
+	sem     chan struct{} // capacity 1: held by a Read, and by stop
 	r       io.Reader
-	err     error // first error from r, io.EOF once it is fully read
+	err     error // first error from r, io.EOF once the file (and the form's check) is read
 	stopped bool
 
 	// guard, if set, hears of every byte read, and is disarmed once the
-	// body has been read to its end: waiting for Meta's answer after that
+	// file has been read to its end: waiting for Meta's answer after that
 	// is the response timeout's business.
 	guard *stallGuard
 	// reading is true while a Read waits on the source (the client), so
@@ -197,9 +199,15 @@ type requestBody struct {
 	reading atomic.Bool
 }
 
+// newRequestBody returns a requestBody; its source r (and guard) must be
+// set before the first Read.
+func newRequestBody() *requestBody {
+	return &requestBody{sem: make(chan struct{}, 1)}
+}
+
 func (b *requestBody) Read(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	b.sem <- struct{}{}
+	defer func() { <-b.sem }()
 	if b.stopped {
 		return 0, errBodyStopped
 	}
@@ -224,20 +232,31 @@ func (b *requestBody) Read(p []byte) (int, error) {
 func (b *requestBody) Close() error { return nil }
 
 // stop ends all further reads and returns the sticky error of the source
-// (io.EOF when it was read to the end). If a Read is blocked on a slow
-// client, the client connection's read deadline is moved to now to
-// release it: Meta has answered or failed, so the rest of that body is no
-// longer wanted. The error that this provokes is reported as
-// errBodyStopped; refusals made before (a finish function's, the size
-// limit's) are kept.
-func (b *requestBody) stop(w http.ResponseWriter) error {
+// (io.EOF when it was read to the end). A Read in progress is given up to
+// wait to end by itself: a client that is still sending lets it end at
+// once, and its body stays readable, so that a refusal can be answered
+// with the rest of the body drained (linger.go). A Read still blocked
+// after that (a stalled client) is released by moving the client
+// connection's read deadline to now: Meta has answered or failed, so the
+// rest of that body is no longer wanted, and the connection will close.
+// The error that this provokes is reported as errBodyStopped; refusals
+// made before (a finish function's, the size limit's) are kept.
+func (b *requestBody) stop(w http.ResponseWriter, wait time.Duration) error {
 	forced := false
-	if !b.mu.TryLock() {
-		forced = true
-		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
-		b.mu.Lock()
+	select {
+	case b.sem <- struct{}{}:
+	default:
+		t := time.NewTimer(wait)
+		select {
+		case b.sem <- struct{}{}:
+		case <-t.C:
+			forced = true
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+			b.sem <- struct{}{}
+		}
+		t.Stop()
 	}
-	defer b.mu.Unlock()
+	defer func() { <-b.sem }()
 	b.stopped = true
 	err := b.err
 	// A Read that the deadline released failed because of it, also one

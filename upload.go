@@ -87,7 +87,7 @@ func (h *Handler) uploadRaw(w http.ResponseWriter, r *http.Request, acct *Accoun
 	in := media.Inputs{
 		Override: r.Header.Get("X-Upload-Type"),
 		PartType: r.Header.Get("Content-Type"),
-		Filename: media.SanitizeFilename(r.Header.Get("X-Filename")),
+		Filename: media.SanitizeFilename(media.DecodeFilename(r.Header.Get("X-Filename"))),
 		Head:     peeker(br),
 	}
 	mimeType, ae := resolveMIME(in)
@@ -130,7 +130,7 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 		}
 		return validationError("file is required")
 	}
-	in := media.Inputs{PartType: part.Header.Get("Content-Type"), Filename: media.SanitizeFilename(part.FileName())}
+	in := media.Inputs{PartType: part.Header.Get("Content-Type"), Filename: partFilename(part)}
 	src := sniffReaders.get(part)
 	defer sniffReaders.put(src)
 	if f.phone != "" {
@@ -208,7 +208,7 @@ func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Accou
 	}
 	// Our own refusals (too large, a broken form, a second file, a
 	// stalled client) win over whatever Meta made of the aborted body.
-	sent, ae := c.end(w, u.file.size)
+	sent, ae := c.end(w, u.file.size, h.lingerIdle())
 	if ae != nil {
 		return ae
 	}
@@ -219,13 +219,9 @@ func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Accou
 		ce.Write(zap.String("phone_number_id", u.phone), zap.Int("status", resp.StatusCode),
 			zap.Duration("duration", time.Since(start)), zap.Int64("bytes", c.file.n))
 	}
-	id, ae := uploadAnswer(resp)
+	id, ae := uploadAnswer(resp, sent)
 	if ae != nil {
 		return ae
-	}
-	// Never report a file as uploaded that was not sent in full.
-	if !sent {
-		return errUpstreamBadAnswer.withCause(errors.New("meta answered before the whole file was sent"))
 	}
 	setMediaVars(r, id, c.file.n)
 	writeSuccess(w, uploadData{MediaID: id, MimeType: u.file.mimeType, Size: c.file.n})
@@ -246,7 +242,7 @@ type clientFile struct {
 }
 
 func (h *Handler) newClientFile(w http.ResponseWriter, u metaUpload, cancel func()) *clientFile {
-	c := &clientFile{body: &requestBody{}}
+	c := &clientFile{body: newRequestBody()}
 	c.guard = newStallGuard(time.Duration(h.StallTimeout), func() {
 		if c.body.reading.Load() {
 			// net/http's transport, once cancelled, still waits for its
@@ -256,22 +252,23 @@ func (h *Handler) newClientFile(w http.ResponseWriter, u metaUpload, cancel func
 		}
 		cancel()
 	})
-	c.body.guard = c.guard
 	c.file = &limitReader{r: fillReader{progressReader{u.file.body, c.guard}}, max: h.MaxSize}
-	c.body.r = c.file
+	var src io.Reader = c.file
 	if u.finish != nil {
-		c.body.r = io.MultiReader(c.file, &funcReader{fn: u.finish})
+		src = io.MultiReader(c.file, &funcReader{fn: u.finish})
 	}
+	c.body.r, c.body.guard = src, c.guard
 	return c
 }
 
-// end stops the body once Meta has answered or failed, counts the bytes,
+// end stops the body once Meta has answered or failed (waiting up to wait
+// for a Read in progress, see requestBody.stop), counts the bytes,
 // and reports whether the whole file went to Meta, or the client's side's
 // reason for the upload's failure. With a Content-Length (size >= 0), Meta
 // may answer before the transport's final Read sees EOF, so there the
 // file's byte count is what tells.
-func (c *clientFile) end(w http.ResponseWriter, size int64) (sent bool, ae *apiError) {
-	err := c.body.stop(w)
+func (c *clientFile) end(w http.ResponseWriter, size int64, wait time.Duration) (sent bool, ae *apiError) {
+	err := c.body.stop(w, wait)
 	metrics.bytes.WithLabelValues("upload").Add(float64(c.file.n))
 	if c.guard.stop() {
 		if c.stalled.Load() {

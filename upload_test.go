@@ -583,3 +583,29 @@ func TestHostileFilenames(t *testing.T) {
 		})
 	}
 }
+
+// TestUploadPercentEncodedFilenames: file names as real encoders send
+// them reach Meta decoded (aiohttp percent-encodes filename and sends no
+// filename*; non-ASCII X-Filename headers arrive percent-encoded), while a
+// filename* keeps precedence and is not decoded twice.
+func TestUploadPercentEncodedFilenames(t *testing.T) {
+	e := newEnv(t)
+	data := fixtures.JPEG(2000)
+	const bnd = "xyzzy"
+	for _, c := range []struct{ disposition, want string }{
+		{`filename="name%20with%20spaces%20and%20%C3%BCn%C3%AFcode.jpg"`, "name with spaces and ünïcode.jpg"},
+		{`filename="fallback.jpg"; filename*=UTF-8''r%C3%A9sum%C3%A9%2520x.jpg`, "résumé_20x.jpg"},
+		{`filename="100%.jpg"`, "100_.jpg"},
+	} {
+		e.emu.Reset()
+		body := rawForm(bnd,
+			"Content-Disposition: form-data; name=\"phoneNumberId\"\r\n\r\n"+phoneA,
+			"Content-Disposition: form-data; name=\"file\"; "+c.disposition+"\r\nContent-Type: image/jpeg\r\n\r\n"+string(data))
+		a := e.do(e.rawUpload(tokPremium, strings.NewReader(body), map[string]string{"Content-Type": "multipart/form-data; boundary=" + bnd}))
+		assert.Equal(t, c.want, e.checkStored(a, data, "image/jpeg").FileName, c.disposition)
+	}
+	e.emu.Reset()
+	a := e.do(e.rawUpload(tokPremium, bytes.NewReader(data), map[string]string{
+		"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg", "X-Filename": "%E5%86%99%E7%9C%9F%201.jpg"}))
+	assert.Equal(t, "写真 1.jpg", e.checkStored(a, data, "image/jpeg").FileName)
+}

@@ -47,6 +47,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
 	"github.com/avenping/caddy-whatsapp-media/internal/metaemu"
 )
 
@@ -505,12 +506,11 @@ func median(ds []time.Duration) time.Duration {
 }
 
 func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := fixtures.FreeAddr()
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 func waitListening(addr string) error {

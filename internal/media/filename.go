@@ -1,6 +1,7 @@
 package media
 
 import (
+	"net/url"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -38,4 +39,21 @@ func SanitizeFilename(name string) string {
 		return "file"
 	}
 	return name
+}
+
+// DecodeFilename undoes the percent-encoding that some clients put on a
+// file name: aiohttp sends filename="a%20b%C3%BC.jpg" (and no filename*),
+// and non-ASCII X-Filename headers arrive percent-encoded. The decoded
+// name is used when it is valid UTF-8; otherwise the name stays as sent.
+// SanitizeFilename runs after it, so a decoded quote, slash or control
+// character is made safe there.
+func DecodeFilename(name string) string {
+	if !strings.Contains(name, "%") {
+		return name
+	}
+	dec, err := url.PathUnescape(name)
+	if err != nil || !utf8.ValidString(dec) {
+		return name
+	}
+	return dec
 }

@@ -117,7 +117,14 @@ func FuzzSanitizeFilename(f *testing.F) {
 	for _, s := range []string{"photo.jpg", "../../x", "a\"b;c\\d\r\ne", "\xff\xfe", strings.Repeat("é", 300), ".."} {
 		f.Add(s)
 	}
+	f.Add("name%20with%20spaces%20and%20%C3%BCn%C3%AFcode.jpg")
+	f.Add("%22%0d%0a%2F..%2F.jpg")
 	f.Fuzz(func(t *testing.T, in string) {
+		// Names are percent-decoded first (file names as clients send
+		// them): the result must be as safe.
+		if d := SanitizeFilename(DecodeFilename(in)); d == "" || strings.ContainsAny(d, "\"\\;/%\r\n") {
+			t.Fatalf("decoded %q -> %q", in, d)
+		}
 		out := SanitizeFilename(in)
 		if out == "" || len(out) > MaxFilenameLength || !utf8.ValidString(out) {
 			t.Fatalf("%q -> %q", in, out)

@@ -1,0 +1,164 @@
+package whatsappmedia
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Refusals and the unread body: the lingering close.
+//
+// Most clients (Go's, Node's fetch and axios, Python's requests and
+// urllib) write the whole request body before they read the answer, and
+// send no Expect: 100-continue. A refusal decided before the body is read
+// (a wrong token, a file too large, Meta refusing the upload half-way)
+// reaches them only if the connection stays open until they have written
+// their body: closing a socket with unread data makes the kernel send a
+// reset, and the client's write fails before it reads the answer. net/http
+// avoids that for its own request bodies, but Caddy wraps the body, which
+// turns that logic off.
+//
+// So after a refusal to an HTTP/1.x request whose body was not read to
+// its end, the gateway answers (with a Content-Length), flushes, then reads
+// and discards the rest of the body before the handler returns, like
+// nginx's lingering_close, within bounds: at most max_size + 16 MiB read
+// in all, at most 30 s, and no more than min(stall_timeout, 5s) without a
+// byte. A body drained to its end leaves the connection open for the next
+// request. It closes instead, without reading, when
+//   - the client sent Expect: 100-continue and was never told to go on:
+//     it waits for the answer and sends nothing;
+//   - the declared Content-Length is beyond the bound: such a client may
+//     still see a reset while it writes;
+//   - a read of the body already failed (the stall guard moved the read
+//     deadline of a stalled client, or the client went away): the body
+//     cannot be read any more.
+//
+// A drain that hits a bound breaks the connection off. HTTP/2 and HTTP/3
+// end a refused stream cleanly on their own.
+const (
+	lingerExtra   = 16 << 20 // bytes beyond max_size a refused body may be read
+	lingerTotal   = 30 * time.Second
+	lingerIdleMax = 5 * time.Second
+)
+
+// clientBody is the request body as the handler got it, and what was
+// read of it: the routes read through it (and through readers they wrap
+// around it), refuse drains it.
+type clientBody struct {
+	rc   io.ReadCloser
+	n    int64 // bytes read
+	read bool  // a Read reached the body: any 100 Continue went out
+	err  error // the first error: io.EOF once the body has ended
+}
+
+// watchBody puts a clientBody in front of an HTTP/1.x request's body; it
+// returns nil for a request without a body, or over HTTP/2 or HTTP/3.
+func watchBody(r *http.Request) *clientBody {
+	if r.ProtoMajor != 1 || r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	b := &clientBody{rc: r.Body}
+	r.Body = b
+	return b
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	b.read = true
+	n, err := b.rc.Read(p)
+	b.n += int64(n)
+	if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *clientBody) Close() error { return b.rc.Close() }
+
+// lingerMode is how a refusal ends its connection.
+type lingerMode int
+
+const (
+	lingerNone  lingerMode = iota // nothing left to read: answer and keep the connection
+	lingerClose                   // answer with Connection: close
+	lingerDrain                   // answer, then drain the body within the bounds
+)
+
+func (h *Handler) lingerMode(r *http.Request, b *clientBody) lingerMode {
+	switch {
+	case b == nil || errors.Is(b.err, io.EOF):
+		return lingerNone
+	case b.err != nil:
+		return lingerClose
+	case !b.read && r.ProtoAtLeast(1, 1) && strings.Contains(strings.ToLower(r.Header.Get("Expect")), "100-continue"):
+		return lingerClose
+	case r.ContentLength > h.MaxSize+lingerExtra:
+		return lingerClose
+	}
+	return lingerDrain
+}
+
+// lingerIdle is the longest a drain, or an upload waiting for its body's
+// last Read, waits for a byte from the client.
+func (h *Handler) lingerIdle() time.Duration {
+	return min(time.Duration(h.StallTimeout), lingerIdleMax)
+}
+
+// answerAndLinger writes a refusal and ends the connection as lingerMode
+// decides.
+func (h *Handler) answerAndLinger(w http.ResponseWriter, r *http.Request, b *clientBody, ae *apiError) {
+	switch h.lingerMode(r, b) {
+	case lingerNone:
+		writeError(w, ae)
+	case lingerClose:
+		w.Header().Set("Connection", "close")
+		writeError(w, ae)
+	case lingerDrain:
+		rc := http.NewResponseController(w)
+		// Without full duplex, net/http would read up to 256 KiB of the
+		// body itself before writing the answer's header.
+		_ = rc.EnableFullDuplex()
+		writeError(w, ae)
+		_ = rc.Flush()
+		h.drain(rc, b)
+	}
+}
+
+// drain reads and discards the rest of a refused body within the bounds.
+// When the body did not end within them, it breaks the connection: the
+// answer is out, and net/http must not read what is left of the body as
+// the next request.
+func (h *Handler) drain(rc *http.ResponseController, b *clientBody) {
+	start, from := time.Now(), b.n
+	end := start.Add(lingerTotal)
+	limit := h.MaxSize + lingerExtra
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	for b.err == nil && b.n <= limit {
+		deadline := time.Now().Add(h.lingerIdle())
+		if deadline.After(end) {
+			deadline = end
+		}
+		if rc.SetReadDeadline(deadline) != nil {
+			return // not a connection of net/http's (a test's recorder): nothing to protect
+		}
+		_, _ = b.Read(*bp)
+	}
+	_ = rc.SetReadDeadline(time.Time{})
+	metrics.drained.Add(float64(b.n - from))
+	if errors.Is(b.err, io.EOF) {
+		return
+	}
+	if ce := h.logger.Check(zapcore.DebugLevel, "refused body not drained; closing the connection"); ce != nil {
+		ce.Write(zap.Int64("drained", b.n-from), zap.Int64("read", b.n),
+			zap.Duration("duration", time.Since(start)), zap.NamedError("cause", b.err))
+	}
+	panic(http.ErrAbortHandler)
+}
