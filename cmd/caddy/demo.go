@@ -19,6 +19,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
@@ -36,28 +37,38 @@ const (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "demo",
-		Usage: "[--listen <addr>]",
+		Usage: "[--listen <addr>] [--admin <addr>|off]",
 		Short: "Runs the media gateway locally against an emulated Meta API",
 		Long: `
-Starts Caddy with the whatsapp_media handler on localhost, with demo
-accounts, an emulator of Meta's Graph API and media CDN, and a stand-in for
-the AvenPing app behind it. No Meta account is needed: the public docs'
-curl examples work against it once the host and token are swapped for the
-values printed at start. Stop it with Ctrl-C.`,
+Starts Caddy with the whatsapp_media handler, with demo accounts, an
+emulator of Meta's Graph API and media CDN, and a stand-in for the AvenPing
+app behind it. No Meta account is needed: the public docs' curl examples
+work against it once the host and token are swapped for the values printed
+at start. Stop it with Ctrl-C.
+
+The gateway listens on --listen, loopback only by default (its demo tokens
+are well known); a host of 0.0.0.0 or none serves the network. Caddy's
+admin endpoint, with the purge endpoint and /metrics, listens on --admin.
+A port already in use is an error.`,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.Flags().String("listen", "localhost:8080", "The address the gateway listens on")
+			cmd.Flags().String("listen", "localhost:8080", "The address the gateway listens on (localhost is 127.0.0.1)")
+			cmd.Flags().String("admin", "localhost:2019", "The address of Caddy's admin endpoint, or off")
 			cmd.RunE = caddycmd.WrapCommandFuncForCobra(runDemo)
 		},
 	})
 }
 
+// demoCaddyfile is the demo's config. The site matches any host on the
+// bound address, so that localhost and 127.0.0.1 both work.
 var demoCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
-	admin off
+	admin {{.Admin}}
 	auto_https off
 	persist_config off
+	{{if ne .Admin "off"}}metrics{{end}}
 }
 
-http://{{.Listen}} {
+http://:{{.Port}} {
+	{{if .Bind}}bind {{.Bind}}{{end}}
 	whatsapp_media {
 		graph_url {{.GraphURL}}
 		accounts static {
@@ -79,8 +90,53 @@ http://{{.Listen}} {
 }
 `))
 
+// demoAddrs are the demo's addresses, checked before anything starts.
+type demoAddrs struct {
+	listen string // host:port as given, for the printed commands
+	bind   string // the host to bind; empty for every interface
+	port   string
+	admin  string // host:port, or "off"
+}
+
+// parseDemoAddrs checks the flags and that their ports are free. A plain
+// listen (without SO_REUSEPORT, which Caddy sets) fails on a port that a
+// running demo or any other server holds.
+func parseDemoAddrs(listen, admin string) (demoAddrs, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return demoAddrs{}, fmt.Errorf("--listen %q: %v", listen, err)
+	}
+	a := demoAddrs{listen: listen, bind: host, port: port, admin: admin}
+	if host == "localhost" {
+		a.bind = "127.0.0.1"
+	}
+	if host == "0.0.0.0" || host == "::" {
+		a.bind = ""
+	}
+	if err := checkFree(net.JoinHostPort(a.bind, port), "--listen"); err != nil {
+		return a, err
+	}
+	if admin != "off" {
+		if err := checkFree(admin, "--admin"); err != nil {
+			return a, err
+		}
+	}
+	return a, nil
+}
+
+func checkFree(addr, flag string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s %s: the address is in use or not available (is another demo running?): %v", flag, addr, err)
+	}
+	return ln.Close()
+}
+
 func runDemo(fl caddycmd.Flags) (int, error) {
-	listen := fl.String("listen")
+	addrs, err := parseDemoAddrs(fl.String("listen"), fl.String("admin"))
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
 	emu, err := metaemu.New(metaemu.Config{Tokens: map[string][]string{demoMetaToken: {demoPhone}}})
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
@@ -99,23 +155,7 @@ func runDemo(fl caddycmd.Flags) (int, error) {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	defer stopApp()
-
-	var cf bytes.Buffer
-	err = demoCaddyfile.Execute(&cf, map[string]string{
-		"Listen": listen, "GraphURL": graphURL, "AppAddr": strings.TrimPrefix(appURL, "http://"),
-		"Token": demoToken, "DeveloperToken": demoDeveloperToken, "MetaToken": demoMetaToken, "Phone": demoPhone,
-	})
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	cfgJSON, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(cf.Bytes(), map[string]any{"filename": "demo"})
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, fmt.Errorf("adapting the demo config: %v", err)
-	}
-	for _, w := range warnings {
-		fmt.Fprintln(os.Stderr, "warning:", w.String())
-	}
-	if err := caddy.Load(cfgJSON, true); err != nil {
+	if err := loadDemoConfig(addrs, graphURL, strings.TrimPrefix(appURL, "http://")); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	defer func() { _ = caddy.Stop() }()
@@ -126,7 +166,7 @@ func runDemo(fl caddycmd.Flags) (int, error) {
 	}
 	defer os.RemoveAll(filepath.Dir(photo))
 
-	printDemo("http://"+listen, graphURL, photo)
+	printDemo(addrs, graphURL, photo)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -166,8 +206,39 @@ func writeSamplePhoto() (string, error) {
 	return p, os.WriteFile(p, buf.Bytes(), 0o644)
 }
 
+// loadDemoConfig runs Caddy with the demo's config.
+func loadDemoConfig(a demoAddrs, graphURL, appAddr string) error {
+	var cf bytes.Buffer
+	err := demoCaddyfile.Execute(&cf, map[string]string{
+		"Admin": a.admin, "Port": a.port, "Bind": a.bind, "GraphURL": graphURL, "AppAddr": appAddr,
+		"Token": demoToken, "DeveloperToken": demoDeveloperToken, "MetaToken": demoMetaToken, "Phone": demoPhone,
+	})
+	if err != nil {
+		return err
+	}
+	// Formatted as Caddy expects, so that the adapter has nothing to warn
+	// about (the template's conditional lines leave blank ones).
+	formatted := caddyfile.Format(cf.Bytes())
+	cfgJSON, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(formatted, map[string]any{"filename": "demo"})
+	if err != nil {
+		return fmt.Errorf("adapting the demo config: %v", err)
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(os.Stderr, "warning:", w.String())
+	}
+	return caddy.Load(cfgJSON, true)
+}
+
 // printDemo prints the demo's values and commands to try.
-func printDemo(base, graphURL, photo string) {
+func printDemo(a demoAddrs, graphURL, photo string) {
+	host := a.bind
+	if host == "" {
+		host = "localhost"
+	}
+	base := "http://" + net.JoinHostPort(host, a.port)
+	if a.bind == "127.0.0.1" || a.bind == "::1" {
+		base = "http://" + a.listen
+	}
 	fmt.Printf(`
 caddy-whatsapp-media demo
   gateway          %s  (media routes; everything else goes to the app stand-in)
@@ -195,7 +266,16 @@ Download (with a mediaId from an upload):
   curl -sS -L "%[1]s/v2/media/MEDIA_ID_FROM_META/download?disposition=attachment" \
     -H "Authorization: Bearer %[3]s" \
     -o "download.bin"
-
-Press Ctrl-C to stop.
 `, base, graphURL, demoToken, demoDeveloperToken, demoPhone, photo)
+	if a.admin != "off" {
+		fmt.Printf(`
+Caddy's admin endpoint (purge the account cache, metrics):
+  curl -sS -X POST "http://%[1]s/whatsapp_media/purge" -d '{}'
+  curl -sS "http://%[1]s/metrics" | grep caddy_whatsapp_media
+`, a.admin)
+	}
+	if a.bind != "127.0.0.1" && a.bind != "::1" {
+		fmt.Printf("\nThe gateway listens beyond loopback (%s): anyone who can reach it can use the demo tokens.\n", a.listen)
+	}
+	fmt.Print("\nPress Ctrl-C to stop.\n")
 }
