@@ -31,8 +31,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    graph_url      <url>           # default https://graph.facebook.com
 //	    graph_version  <version>       # default v23.0
 //	    max_size       <size>          # default 100MiB
+//	    disable_type_ceilings          # default: Meta's per-type ceilings enforced
 //	    allowed_plans  <plan...>       # default premium enterprise
 //	    spool_dir      <directory>     # default: the system's temp directory
+//	    spool_budget   <size>          # default 2GiB
 //	    dial_timeout     <duration>    # default 5s
 //	    response_timeout <duration>    # default 60s
 //	    stall_timeout    <duration>    # default 30s
@@ -52,7 +54,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		opt := d.Val()
 		switch opt {
-		case "path_prefix", "graph_url", "graph_version", "max_size", "spool_dir":
+		case "path_prefix", "graph_url", "graph_version", "max_size", "spool_dir", "spool_budget":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -78,7 +80,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.MaxSize = int64(size)
 			case "spool_dir":
 				h.SpoolDir = v
+			case "spool_budget":
+				size, err := humanize.ParseBytes(v)
+				if err != nil || size == 0 || size > maxMaxSize {
+					return d.Errf("spool_budget must be a size such as 2GiB: '%s'", v)
+				}
+				h.SpoolBudget = int64(size)
 			}
+		case "disable_type_ceilings":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.DisableTypeCeilings = true
 		case "dial_timeout":
 			if err := parseDurationArg(d, &h.DialTimeout); err != nil {
 				return err

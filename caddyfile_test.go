@@ -26,6 +26,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		max_size         16MiB
 		allowed_plans    premium enterprise business
 		spool_dir        /var/tmp
+		spool_budget     512MiB
+		disable_type_ceilings
 		dial_timeout     2s
 		response_timeout 90s
 		stall_timeout    45s
@@ -52,6 +54,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	assert.Equal(t, int64(16<<20), h.MaxSize)
 	assert.Equal(t, []string{"premium", "enterprise", "business"}, h.AllowedPlans)
 	assert.Equal(t, "/var/tmp", h.SpoolDir)
+	assert.Equal(t, int64(512<<20), h.SpoolBudget)
+	assert.True(t, h.DisableTypeCeilings)
 	assert.Equal(t, caddy.Duration(2*time.Second), h.DialTimeout)
 	assert.Equal(t, caddy.Duration(90*time.Second), h.ResponseTimeout)
 	assert.Equal(t, caddy.Duration(45*time.Second), h.StallTimeout)
@@ -77,21 +81,23 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 func TestUnmarshalCaddyfileErrors(t *testing.T) {
 	const acct = `accounts static { account a { token t } }`
 	cases := map[string]struct{ input, wantErr string }{
-		"unknown option":        {`whatsapp_media { colour blue }`, "unrecognized whatsapp_media option 'colour'"},
-		"argument on directive": {`whatsapp_media extra { ` + acct + ` }`, "wrong argument count"},
-		"bad max_size":          {`whatsapp_media { max_size lots }`, "max_size must be a size"},
-		"zero max_size":         {`whatsapp_media { max_size 0 }`, "max_size must be a size"},
-		"max_size two args":     {`whatsapp_media { max_size 1MiB 2MiB }`, "wrong argument count"},
-		"bad graph_version":     {`whatsapp_media { graph_version 23 }`, "graph_version must look like v23.0"},
-		"bad path_prefix":       {`whatsapp_media { path_prefix v2/media }`, "path_prefix must start with '/'"},
-		"bad dial_timeout":      {`whatsapp_media { dial_timeout soon }`, "dial_timeout must be a positive duration"},
-		"bad response_timeout":  {`whatsapp_media { response_timeout -1s }`, "response_timeout must be a positive duration"},
-		"bad stall_timeout":     {`whatsapp_media { stall_timeout 0s }`, "stall_timeout must be a positive duration"},
-		"bad media_hosts":       {`whatsapp_media { media_hosts *.com }`, "media_hosts: bad pattern"},
-		"empty media_hosts":     {`whatsapp_media { media_hosts }`, "wrong argument count"},
-		"empty allowed_plans":   {`whatsapp_media { allowed_plans }`, "wrong argument count"},
-		"unknown source":        {`whatsapp_media { accounts ldap }`, "http.handlers.whatsapp_media.accounts.ldap"},
-		"accounts twice":        {"whatsapp_media {\n" + acct + "\n" + acct + "\n}", "accounts is given twice"},
+		"unknown option":            {`whatsapp_media { colour blue }`, "unrecognized whatsapp_media option 'colour'"},
+		"argument on directive":     {`whatsapp_media extra { ` + acct + ` }`, "wrong argument count"},
+		"bad max_size":              {`whatsapp_media { max_size lots }`, "max_size must be a size"},
+		"zero max_size":             {`whatsapp_media { max_size 0 }`, "max_size must be a size"},
+		"max_size two args":         {`whatsapp_media { max_size 1MiB 2MiB }`, "wrong argument count"},
+		"bad graph_version":         {`whatsapp_media { graph_version 23 }`, "graph_version must look like v23.0"},
+		"bad spool_budget":          {`whatsapp_media { spool_budget plenty }`, "spool_budget must be a size"},
+		"ceilings with an argument": {`whatsapp_media { disable_type_ceilings yes }`, "wrong argument count"},
+		"bad path_prefix":           {`whatsapp_media { path_prefix v2/media }`, "path_prefix must start with '/'"},
+		"bad dial_timeout":          {`whatsapp_media { dial_timeout soon }`, "dial_timeout must be a positive duration"},
+		"bad response_timeout":      {`whatsapp_media { response_timeout -1s }`, "response_timeout must be a positive duration"},
+		"bad stall_timeout":         {`whatsapp_media { stall_timeout 0s }`, "stall_timeout must be a positive duration"},
+		"bad media_hosts":           {`whatsapp_media { media_hosts *.com }`, "media_hosts: bad pattern"},
+		"empty media_hosts":         {`whatsapp_media { media_hosts }`, "wrong argument count"},
+		"empty allowed_plans":       {`whatsapp_media { allowed_plans }`, "wrong argument count"},
+		"unknown source":            {`whatsapp_media { accounts ldap }`, "http.handlers.whatsapp_media.accounts.ldap"},
+		"accounts twice":            {"whatsapp_media {\n" + acct + "\n" + acct + "\n}", "accounts is given twice"},
 		"unknown account option": {`whatsapp_media { accounts static { account a { token t
 			colour blue } } }`, "unrecognized account option 'colour'"},
 		"unknown static option": {`whatsapp_media { accounts static { user a } }`, "unrecognized accounts static option 'user'"},

@@ -25,6 +25,7 @@ const (
 	codeInternalServerError = "INTERNAL_ERROR"
 	codeRangeNotSatisfiable = "RANGE_NOT_SATISFIABLE"
 	codeRequestTimeout      = "REQUEST_TIMEOUT"
+	codeSpoolFull           = "SPOOL_FULL"
 )
 
 // apiError is an answer in the error envelope. Message is
@@ -85,6 +86,7 @@ var (
 	errInternal          = newError(http.StatusInternalServerError, codeInternalServerError, "Internal error")
 	errClientStalled     = newError(http.StatusRequestTimeout, codeRequestTimeout, "The upload stalled: no bytes arrived for too long")
 	errBadPhoneID        = validationError("phoneNumberId must be a Meta phone number id (digits only)")
+	errEmptyFile         = validationError("The file is empty")
 
 	errMediaNotFound       = newError(http.StatusNotFound, codeNotFound, "Media URL not found")
 	errHostRefused         = newError(http.StatusBadGateway, codeUpstreamError, "The media URL points outside Meta's media hosts")

@@ -6,9 +6,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
-	"os"
 	"strings"
-	"time"
 
 	"github.com/avenping/caddy-whatsapp-media/internal/media"
 )
@@ -217,69 +215,4 @@ func (f *formBody) Close() error { return f.r.Close() }
 type readCloser struct {
 	io.Reader
 	io.Closer
-}
-
-// spoolFile is a file part held on disk.
-type spoolFile struct {
-	f    *os.File
-	name string // set while the file still has a name to remove
-}
-
-// spool copies a file part to a temporary file, at most max_size bytes.
-// On systems that allow it the file is unlinked at once, so that nothing
-// is left behind even if the process dies.
-func (h *Handler) spool(w http.ResponseWriter, part io.Reader) (*spoolFile, int64, *apiError) {
-	f, err := os.CreateTemp(h.SpoolDir, "whatsapp-media-*.upload")
-	if err != nil {
-		return nil, 0, errInternal.withCause(err)
-	}
-	metrics.spooled.Inc()
-	s := &spoolFile{f: f, name: f.Name()}
-	if os.Remove(s.name) == nil {
-		s.name = ""
-	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	// A client that stops sending is cut off after stall_timeout.
-	guard := newStallGuard(time.Duration(h.StallTimeout), func() {
-		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
-	})
-	lr := &limitReader{r: progressReader{part, guard}, max: h.MaxSize}
-	n, err := io.CopyBuffer(writerOnly{f}, lr, *bp)
-	if guard.stop() {
-		s.close()
-		return nil, 0, errClientStalled
-	}
-	if err != nil {
-		s.close()
-		return nil, 0, spoolError(err)
-	}
-	return s, n, nil
-}
-
-// spoolError answers a failed spooling copy.
-func spoolError(err error) *apiError {
-	var pe *os.PathError
-	switch {
-	case errors.Is(err, errFileTooLarge):
-		return errTooLarge
-	case errors.Is(err, errFormTooLarge):
-		return errFormOverhead.withCause(err)
-	case errors.As(err, &pe):
-		return errInternal.withCause(err)
-	}
-	return errMalformedForm.withCause(err)
-}
-
-func (s *spoolFile) head() []byte {
-	b := make([]byte, media.SniffLen)
-	n, _ := s.f.ReadAt(b, 0)
-	return b[:n]
-}
-
-func (s *spoolFile) close() {
-	_ = s.f.Close()
-	if s.name != "" {
-		_ = os.Remove(s.name)
-	}
 }

@@ -25,6 +25,7 @@ var metrics = struct {
 	accountCache  *prometheus.CounterVec
 	downloadAbort *prometheus.CounterVec
 	drained       prometheus.Counter
+	spoolFull     prometheus.Counter
 
 	// Children looked up once, for the hot path.
 	cacheHit, cacheMiss prometheus.Counter
@@ -64,6 +65,10 @@ func initMetrics() {
 			Namespace: ns, Subsystem: sub, Name: "download_aborts_total",
 			Help: "Downloads broken off because the CDN's bytes were incomplete, too many, corrupt or failed mid-body, or the client went away.",
 		}, []string{"reason"})
+		metrics.spoolFull = prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "spool_full_total",
+			Help: "Uploads refused (503 SPOOL_FULL) because spooling them would exceed spool_budget.",
+		})
 		metrics.drained = prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "drained_bytes_total",
 			Help: "Bytes of refused request bodies read and discarded so that the client hears the answer (the lingering close).",
@@ -73,7 +78,7 @@ func initMetrics() {
 
 func allCollectors() []prometheus.Collector {
 	return []prometheus.Collector{metrics.requests, metrics.inFlight, metrics.bytes, metrics.spooled,
-		metrics.upstream, metrics.accountCache, metrics.downloadAbort, metrics.drained}
+		metrics.upstream, metrics.accountCache, metrics.downloadAbort, metrics.drained, metrics.spoolFull}
 }
 
 // registerMetrics registers the collectors on reg (a config's registry).

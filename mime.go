@@ -1,7 +1,9 @@
 package whatsappmedia
 
 import (
+	"bufio"
 	"errors"
+	"io"
 	"net/http"
 
 	"github.com/avenping/caddy-whatsapp-media/internal/media"
@@ -22,7 +24,24 @@ func resolveMIME(in media.Inputs) (string, *apiError) {
 	case errors.As(err, &unsupported):
 		return "", newError(http.StatusUnsupportedMediaType, codeUnsupportedType, unsupported.Error())
 	default:
-		return "", newError(http.StatusUnsupportedMediaType, codeUnsupportedType,
-			"Could not determine the file's type; send a Content-Type WhatsApp accepts")
+		return "", errUndeterminedType
 	}
+}
+
+var errUndeterminedType = newError(http.StatusUnsupportedMediaType, codeUnsupportedType,
+	"Could not determine the file's type; send a Content-Type WhatsApp accepts")
+
+// resolveFileType is resolveMIME for a file read through br, which also
+// refuses an empty file (400, whatever its type, and before an
+// undetermined type: sniffing found no bytes). The first byte is waited
+// for only when the length is not known and nothing else refused the
+// file, so that a refusal decided from the headers reads no body.
+func resolveFileType(in media.Inputs, br *bufio.Reader, lengthKnown bool) (string, *apiError) {
+	t, ae := resolveMIME(in)
+	if (ae == nil && !lengthKnown) || ae == errUndeterminedType {
+		if _, err := br.Peek(1); errors.Is(err, io.EOF) {
+			return "", errEmptyFile
+		}
+	}
+	return t, ae
 }

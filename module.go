@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/avenping/caddy-whatsapp-media/internal/media"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -33,6 +34,7 @@ const (
 	DefaultGraphURL     = "https://graph.facebook.com"
 	DefaultGraphVersion = "v23.0"
 	DefaultMaxSize      = 100 << 20
+	DefaultSpoolBudget  = 2 << 30
 	maxMaxSize          = 1 << 40
 
 	DefaultDialTimeout     = 5 * time.Second
@@ -70,11 +72,28 @@ type Handler struct {
 	// accounts may use the media routes. Default: premium, enterprise.
 	AllowedPlans []string `json:"allowed_plans,omitempty"`
 
+	// DisableTypeCeilings turns off Meta's per-type size ceilings (5 MiB
+	// for images, 16 MiB for audio and video, 100 MiB for documents,
+	// 500 KiB for stickers), which the gateway otherwise enforces itself:
+	// a file over its type's ceiling is answered 413 before its body is
+	// read when the length and type are known from the headers, and the
+	// moment it crosses the ceiling otherwise. Turn them off when Meta
+	// raises its ceilings; max_size applies either way. Default: false.
+	DisableTypeCeilings bool `json:"disable_type_ceilings,omitempty"`
+
 	// SpoolDir is the directory for the temporary file that holds a
 	// multipart upload's file part when it comes before phoneNumberId.
 	// Such files are removed as soon as the upload ends. Default: the
 	// system's temporary directory.
 	SpoolDir string `json:"spool_dir,omitempty"`
+
+	// SpoolBudget bounds, in bytes, what the uploads being spooled to
+	// spool_dir may hold at once: each reserves its Content-Length (at most
+	// max_size), or max_size when the length is unknown, before its file is
+	// read. An upload that would exceed the budget is refused at once with
+	// 503 SPOOL_FULL and Retry-After. Handlers sharing a spool_dir share
+	// its budget. Default: 2 GiB.
+	SpoolBudget int64 `json:"spool_budget,omitempty"`
 
 	// DialTimeout is how long connecting to Meta may take, TLS handshake
 	// included. Default: 5s.
@@ -110,10 +129,12 @@ type Handler struct {
 	// chosen by its "source" key (static or introspect). Required.
 	AccountsRaw json.RawMessage `json:"accounts,omitempty" caddy:"namespace=http.handlers.whatsapp_media.accounts inline_key=source"`
 
-	accounts AccountSource
-	graph    *graphClient
-	logger   *zap.Logger
-	now      func() time.Time
+	accounts   AccountSource
+	graph      *graphClient
+	spoolUsage *spoolUsage
+	nearPrefix string // path_prefix normalised, and "/": where near misses start
+	logger     *zap.Logger
+	now        func() time.Time
 }
 
 // CaddyModule returns the Caddy module information.
@@ -138,6 +159,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.PathPrefix = DefaultPathPrefix
 	}
 	h.PathPrefix = strings.TrimRight(h.PathPrefix, "/")
+	h.nearPrefix = strings.TrimSuffix(media.NormalizePath(h.PathPrefix), "/") + "/"
 	h.GraphURL = repl.ReplaceKnown(h.GraphURL, "")
 	if h.GraphURL == "" {
 		h.GraphURL = DefaultGraphURL
@@ -163,6 +185,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.SpoolDir == "" {
 		h.SpoolDir = os.TempDir()
 	}
+	if h.SpoolBudget == 0 {
+		h.SpoolBudget = DefaultSpoolBudget
+	}
+	h.spoolUsage = loadSpoolUsage(h.SpoolDir)
 	if len(h.MediaHosts) == 0 {
 		h.MediaHosts = DefaultMediaHosts
 	}
@@ -216,13 +242,20 @@ func (h *Handler) Validate() error {
 	if fi, err := os.Stat(h.SpoolDir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("spool_dir %q is not a directory", h.SpoolDir)
 	}
+	if h.SpoolBudget < 0 {
+		return fmt.Errorf("spool_budget must be positive: %d", h.SpoolBudget)
+	}
 	return nil
 }
 
-// Cleanup closes idle connections to Meta.
+// Cleanup closes idle connections to Meta and lets go of the spool
+// directory's budget.
 func (h *Handler) Cleanup() error {
 	if h.graph != nil {
 		h.graph.closeIdle()
+	}
+	if h.spoolUsage != nil {
+		_, _ = spoolPool.Delete(h.spoolUsage.dir)
 	}
 	return nil
 }
@@ -251,6 +284,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // serveRoute checks the method and the caller's access, then hands the
 // request to its route.
 func (h *Handler) serveRoute(w http.ResponseWriter, r *http.Request, route routeKind, mediaID string) *apiError {
+	if route == routeNearUpload || route == routeNearDownload {
+		return h.nearMiss(route)
+	}
 	if ae := route.allows(r.Method); ae != nil {
 		return ae
 	}
@@ -280,13 +316,21 @@ const (
 	routeNone routeKind = iota
 	routeUpload
 	routeDownload
+	// A path that a lenient router would read as a media route, but that
+	// is not written as one: answered 404 by the gateway, never passed on
+	// to the app with its body and token.
+	routeNearUpload
+	routeNearDownload
 )
 
 func (k routeKind) String() string {
-	if k == routeUpload {
+	switch k {
+	case routeUpload:
 		return "upload"
+	case routeDownload:
+		return "download"
 	}
-	return "download"
+	return "near_miss"
 }
 
 // allows refuses a method the route does not serve.
@@ -302,19 +346,51 @@ func (k routeKind) allows(method string) *apiError {
 
 // route matches the request's escaped path against the media routes, so
 // that an encoded slash in a media id is seen as such, not as a separator.
+// A path that is a media route only once normalised (media.NormalizePath:
+// case, repeated or trailing slashes, ";" parameters, escaped letters) is
+// a near miss.
 func (h *Handler) route(r *http.Request) (routeKind, string) {
 	p := r.URL.EscapedPath()
-	rest, ok := strings.CutPrefix(p, h.PathPrefix+"/")
-	if !ok {
-		return routeNone, ""
+	if rest, ok := strings.CutPrefix(p, h.PathPrefix+"/"); ok {
+		if rest == "upload" {
+			return routeUpload, ""
+		}
+		if id, ok := strings.CutSuffix(rest, "/download"); ok {
+			return routeDownload, id
+		}
 	}
-	if rest == "upload" {
-		return routeUpload, ""
+	if !mayNearMiss(p) {
+		return routeNone, "" // most of the app's traffic: no allocation
 	}
-	if id, ok := strings.CutSuffix(rest, "/download"); ok {
-		return routeDownload, id
+	rest, ok := strings.CutPrefix(media.NormalizePath(p), h.nearPrefix)
+	switch id, isDownload := strings.CutSuffix(rest, "/download"); {
+	case !ok:
+	case rest == "upload":
+		return routeNearUpload, ""
+	case isDownload && id != "" && !strings.Contains(id, "/"):
+		return routeNearDownload, ""
 	}
 	return routeNone, ""
+}
+
+// mayNearMiss reports whether p could normalise to a media route: it must
+// spell "load" in some case, or hide it in percent-escapes.
+func mayNearMiss(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' || (p[i]|0x20 == 'l' && len(p)-i >= 4 && strings.EqualFold(p[i:i+4], "load")) {
+			return true
+		}
+	}
+	return false
+}
+
+// nearMiss answers a near miss of a media route, naming the route.
+func (h *Handler) nearMiss(route routeKind) *apiError {
+	want := "POST " + h.PathPrefix + "/upload"
+	if route == routeNearDownload {
+		want = "GET " + h.PathPrefix + "/{mediaId}/download"
+	}
+	return newError(http.StatusNotFound, codeNotFound, "No such route; the media routes are written exactly: did you mean "+want+"?")
 }
 
 // logAnswer logs a refused or failed request once: failures of the

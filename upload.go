@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/avenping/caddy-whatsapp-media/internal/media"
+	"github.com/dustin/go-humanize"
 )
 
 // uploadData is the data of a successful upload answer.
@@ -80,7 +81,7 @@ func (h *Handler) uploadRaw(w http.ResponseWriter, r *http.Request, acct *Accoun
 		return errTooLarge
 	}
 	if r.ContentLength == 0 {
-		return validationError("The request body (the file) is empty")
+		return errEmptyFile
 	}
 	br := sniffReaders.get(r.Body)
 	defer sniffReaders.put(br)
@@ -90,7 +91,7 @@ func (h *Handler) uploadRaw(w http.ResponseWriter, r *http.Request, acct *Accoun
 		Filename: media.SanitizeFilename(media.DecodeFilename(r.Header.Get("X-Filename"))),
 		Head:     peeker(br),
 	}
-	mimeType, ae := resolveMIME(in)
+	mimeType, ae := resolveFileType(in, br, r.ContentLength > 0)
 	if ae != nil {
 		return ae
 	}
@@ -138,7 +139,7 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 		// type field later in the form could not change it.
 		decided := !media.IsGeneric(media.Type(in.PartType)) || f.typeField != ""
 		in.TypeField, in.Head = f.typeField, peeker(src)
-		mimeType, ae := resolveMIME(in)
+		mimeType, ae := resolveFileType(in, src, false)
 		if ae == nil {
 			return h.sendToMeta(w, r, acct, metaUpload{
 				phone:  f.phone,
@@ -146,7 +147,7 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 				finish: f.finish(mimeType, decided),
 			})
 		}
-		if decided {
+		if decided || ae == errEmptyFile {
 			return ae
 		}
 		// Neither the name nor the bytes tell the type, and a type field
@@ -160,6 +161,11 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 // the form (for phoneNumberId, or a type field): the file goes to a
 // temporary file on disk, never to memory, and from there to Meta.
 func (h *Handler) uploadSpooled(w http.ResponseWriter, r *http.Request, acct *Account, f *form, in media.Inputs, file io.Reader) *apiError {
+	release, ae := h.reserveSpool(r)
+	if ae != nil {
+		return ae
+	}
+	defer release()
 	spool, size, ae := h.spool(w, file)
 	if ae != nil {
 		return ae
@@ -170,6 +176,9 @@ func (h *Handler) uploadSpooled(w http.ResponseWriter, r *http.Request, acct *Ac
 	}
 	if f.phone == "" {
 		return validationError("phoneNumberId is required")
+	}
+	if size == 0 {
+		return errEmptyFile
 	}
 	in.TypeField, in.Head = f.typeField, spool.head
 	mimeType, ae := resolveMIME(in)
@@ -193,11 +202,22 @@ type metaUpload struct {
 	finish func() error
 }
 
-// sendToMeta streams u to Meta and writes the answer.
+// sendToMeta streams u to Meta and writes the answer. A file whose length
+// is known is checked against its size limit and for emptiness first, so
+// that a raw body with a Content-Length is refused before one byte of it
+// is read; one whose length is not known is cut off the moment it crosses
+// the limit.
 func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Account, u metaUpload) *apiError {
+	limit, tooLarge := h.sizeLimit(u.file.mimeType)
+	switch {
+	case u.file.size > limit:
+		return tooLarge
+	case u.file.size == 0:
+		return errEmptyFile
+	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	c := h.newClientFile(w, u, cancel)
+	c := h.newClientFile(w, u, limit, cancel)
 	defer c.guard.stop()
 	body := u.file
 	body.body = c.body
@@ -208,7 +228,7 @@ func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Accou
 	}
 	// Our own refusals (too large, a broken form, a second file, a
 	// stalled client) win over whatever Meta made of the aborted body.
-	sent, ae := c.end(w, u.file.size, h.lingerIdle())
+	sent, ae := c.end(w, u.file.size, h.lingerIdle(), tooLarge)
 	if ae != nil {
 		return ae
 	}
@@ -241,7 +261,7 @@ type clientFile struct {
 	stalled atomic.Bool // the client stalled, not Meta
 }
 
-func (h *Handler) newClientFile(w http.ResponseWriter, u metaUpload, cancel func()) *clientFile {
+func (h *Handler) newClientFile(w http.ResponseWriter, u metaUpload, limit int64, cancel func()) *clientFile {
 	c := &clientFile{body: newRequestBody()}
 	c.guard = newStallGuard(time.Duration(h.StallTimeout), func() {
 		if c.body.reading.Load() {
@@ -252,7 +272,7 @@ func (h *Handler) newClientFile(w http.ResponseWriter, u metaUpload, cancel func
 		}
 		cancel()
 	})
-	c.file = &limitReader{r: fillReader{progressReader{u.file.body, c.guard}}, max: h.MaxSize}
+	c.file = &limitReader{r: fillReader{progressReader{u.file.body, c.guard}}, max: limit}
 	var src io.Reader = c.file
 	if u.finish != nil {
 		src = io.MultiReader(c.file, &funcReader{fn: u.finish})
@@ -264,10 +284,11 @@ func (h *Handler) newClientFile(w http.ResponseWriter, u metaUpload, cancel func
 // end stops the body once Meta has answered or failed (waiting up to wait
 // for a Read in progress, see requestBody.stop), counts the bytes,
 // and reports whether the whole file went to Meta, or the client's side's
-// reason for the upload's failure. With a Content-Length (size >= 0), Meta
-// may answer before the transport's final Read sees EOF, so there the
-// file's byte count is what tells.
-func (c *clientFile) end(w http.ResponseWriter, size int64, wait time.Duration) (sent bool, ae *apiError) {
+// reason for the upload's failure (tooLarge for a file over its limit).
+// With a Content-Length (size >= 0), Meta may answer before the
+// transport's final Read sees EOF, so there the file's byte count is what
+// tells.
+func (c *clientFile) end(w http.ResponseWriter, size int64, wait time.Duration, tooLarge *apiError) (sent bool, ae *apiError) {
 	err := c.body.stop(w, wait)
 	metrics.bytes.WithLabelValues("upload").Add(float64(c.file.n))
 	if c.guard.stop() {
@@ -280,7 +301,7 @@ func (c *clientFile) end(w http.ResponseWriter, size int64, wait time.Duration) 
 		return errors.Is(err, io.EOF) || (size >= 0 && c.file.n == size), nil
 	}
 	if errors.Is(err, errFileTooLarge) {
-		return false, errTooLarge
+		return false, tooLarge
 	}
 	if errors.As(err, &ae) {
 		return false, ae
@@ -292,4 +313,15 @@ func (c *clientFile) end(w http.ResponseWriter, size int64, wait time.Duration) 
 // ended early, was malformed, or the client went away.
 func clientBodyError(err error) *apiError {
 	return validationError("The request body could not be read in full").withCause(err)
+}
+
+// sizeLimit returns the most bytes a file of type mimeType may have, and
+// the answer for one that has more: max_size, or Meta's ceiling for the
+// type where that is lower (unless disable_type_ceilings is set).
+func (h *Handler) sizeLimit(mimeType string) (int64, *apiError) {
+	if c := media.Ceiling(mimeType); c > 0 && c < h.MaxSize && !h.DisableTypeCeilings {
+		return c, newError(http.StatusRequestEntityTooLarge, codePayloadTooLarge,
+			"Files of type "+mimeType+" may be at most "+humanize.IBytes(uint64(c))+" (Meta's limit for the type)")
+	}
+	return h.MaxSize, errTooLarge
 }

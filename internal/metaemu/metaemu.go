@@ -97,6 +97,7 @@ type Server struct {
 	requests []Request
 	faults   []*Fault
 	inFlight int
+	resets   int // Resets so far, so that a request in flight across one is not recorded
 	closed   chan struct{}
 	closeMu  sync.Once
 }
@@ -166,6 +167,7 @@ func (s *Server) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.uploads, s.requests, s.faults = nil, nil, nil
+	s.resets++
 }
 
 // SetCDNBase sets the scheme and host put in media URLs from now on ("" for
@@ -231,14 +233,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.inFlight++
-	idx := len(s.requests)
+	idx, gen := len(s.requests), s.resets
 	s.requests = append(s.requests, Request{Route: route, Method: r.Method, Path: r.URL.Path,
 		Query: r.URL.RawQuery, Header: r.Header.Clone(), Host: r.Host})
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		s.inFlight--
-		if r.Context().Err() != nil {
+		if r.Context().Err() != nil && gen == s.resets { // a Reset since forgot the request
 			s.requests[idx].Cancelled = true
 		}
 		s.mu.Unlock()
