@@ -164,7 +164,7 @@ func TestHostileHeaders(t *testing.T) {
 	})
 	t.Run("absurd range", func(t *testing.T) {
 		req := mustReq(t, http.MethodGet, e.url("/v2/media/"+id+"/download"), tokPremium)
-		req.Header.Set("Range", "bytes=-99999999999999999999999")
+		req.Header.Set("Range", "bytes=99999999999999999999999-")
 		a := e.do(req)
 		assert.Equal(t, 416, a.Status)
 	})

@@ -1,6 +1,7 @@
 package whatsappmedia
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -39,6 +40,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    response_timeout <duration>    # default 60s
 //	    stall_timeout    <duration>    # default 30s
 //	    media_hosts    <host...>       # default lookaside.fbsbx.com *.fbsbx.com *.fbcdn.net *.whatsapp.net
+//	    media_cache_ttl     <duration> # default 4m; 0 turns the media metadata cache off
+//	    media_cache_entries <n>        # default 10000
 //	    accounts       <source> [<args...>] {
 //	        <source options>
 //	    }
@@ -104,6 +107,27 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseDurationArg(d, &h.StallTimeout); err != nil {
 				return err
 			}
+		case "media_cache_ttl":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur < 0 {
+				return d.Errf("media_cache_ttl must be a duration such as 4m, or 0 for no cache: '%s'", v)
+			}
+			ttl := caddy.Duration(dur)
+			h.MediaCacheTTL = &ttl
+		case "media_cache_entries":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return d.Errf("media_cache_entries must be a positive number: '%s'", v)
+			}
+			h.MediaCacheEntries = n
 		case "media_hosts":
 			hosts := d.RemainingArgs()
 			if len(hosts) == 0 {

@@ -32,6 +32,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		response_timeout 90s
 		stall_timeout    45s
 		media_hosts      cdn.example.com *.cdn.example.net
+		media_cache_ttl  90s
+		media_cache_entries 500
 		accounts static {
 			account acme {
 				token_sha256  ` + fixtures.SHA256Hex([]byte("t")) + `
@@ -60,6 +62,17 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	assert.Equal(t, caddy.Duration(90*time.Second), h.ResponseTimeout)
 	assert.Equal(t, caddy.Duration(45*time.Second), h.StallTimeout)
 	assert.Equal(t, []string{"cdn.example.com", "*.cdn.example.net"}, h.MediaHosts)
+	require.NotNil(t, h.MediaCacheTTL)
+	assert.Equal(t, caddy.Duration(90*time.Second), *h.MediaCacheTTL)
+	assert.Equal(t, 500, h.MediaCacheEntries)
+
+	off := caddyfile.NewTestDispenser(`whatsapp_media {
+		media_cache_ttl 0
+	}`)
+	var h2 Handler
+	require.NoError(t, h2.UnmarshalCaddyfile(off))
+	require.NotNil(t, h2.MediaCacheTTL, "0 is kept: it turns the cache off")
+	assert.Zero(t, *h2.MediaCacheTTL)
 
 	var src struct {
 		Source   string                    `json:"source"`
@@ -88,6 +101,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		"max_size two args":         {`whatsapp_media { max_size 1MiB 2MiB }`, "wrong argument count"},
 		"bad graph_version":         {`whatsapp_media { graph_version 23 }`, "graph_version must look like v23.0"},
 		"bad spool_budget":          {`whatsapp_media { spool_budget plenty }`, "spool_budget must be a size"},
+		"negative media_cache_ttl":  {`whatsapp_media { media_cache_ttl -1m }`, "media_cache_ttl must be a duration"},
+		"bad media_cache_entries":   {`whatsapp_media { media_cache_entries lots }`, "media_cache_entries must be a positive number"},
 		"ceilings with an argument": {`whatsapp_media { disable_type_ceilings yes }`, "wrong argument count"},
 		"bad path_prefix":           {`whatsapp_media { path_prefix v2/media }`, "path_prefix must start with '/'"},
 		"bad dial_timeout":          {`whatsapp_media { dial_timeout soon }`, "dial_timeout must be a positive duration"},

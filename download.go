@@ -37,14 +37,15 @@ type download struct {
 }
 
 // serveDownload serves GET and HEAD {prefix}/{mediaId}/download for an
-// account that passed access rules 1 to 4: Meta's metadata first (it
-// answers HEAD and If-None-Match), then the bytes from Meta's CDN.
+// account that passed access rules 1 to 4: Meta's metadata first, from
+// the media cache or Graph (it answers HEAD and If-None-Match), then the
+// bytes from Meta's CDN.
 func (h *Handler) serveDownload(w http.ResponseWriter, r *http.Request, acct *Account, mediaID string) *apiError {
 	d, ae := parseDownload(r, acct, mediaID)
 	if ae != nil {
 		return ae
 	}
-	if d.info, ae = h.graph.mediaInfo(r.Context(), acct.MetaToken, mediaID, d.phone); ae != nil {
+	if d.info, ae = h.mediaInfo(r.Context(), acct, mediaID, d.phone); ae != nil {
 		return ae
 	}
 	hdr := w.Header()
@@ -124,15 +125,16 @@ func (d *download) resolveRange(r *http.Request, hdr http.Header, etag string) *
 	size := int64(d.info.FileSize)
 	d.size, d.status, d.want = size, http.StatusOK, size
 	if rh := r.Header.Get("Range"); rh != "" && size > 0 && ifRangeHolds(r.Header.Get("If-Range"), etag) {
-		br, ok := media.ParseRange(rh, size)
-		if !ok {
+		switch br, answer := media.ParseRange(rh, size); answer {
+		case media.RangeUnsatisfiable:
 			clearDownloadHeaders(hdr)
 			hdr.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
 			return errRangeNotSatisfiable
+		case media.RangeSatisfiable:
+			d.rng = &br
+			d.status, d.want = http.StatusPartialContent, br.Length()
+			hdr.Set("Content-Range", br.ContentRange(size))
 		}
-		d.rng = &br
-		d.status, d.want = http.StatusPartialContent, br.Length()
-		hdr.Set("Content-Range", br.ContentRange(size))
 	}
 	if size >= 0 {
 		hdr.Set("Accept-Ranges", "bytes")
@@ -150,8 +152,13 @@ func (d *download) resolveRange(r *http.Request, hdr http.Header, etag string) *
 func (h *Handler) streamDownload(w http.ResponseWriter, r *http.Request, acct *Account, d *download) *apiError {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	resp, ae := h.graph.fetchMedia(ctx, acct.MetaToken, d.mediaID, d.phone, &d.info, d.rng)
+	resp, ae := h.graph.fetchMedia(ctx, acct.MetaToken, &d.info, d.rng, func() (mediaInfo, *apiError) {
+		return h.refreshMediaInfo(ctx, acct, d.mediaID, d.phone)
+	})
 	if ae != nil {
+		if ae.Status == http.StatusNotFound {
+			h.forgetMediaInfo(acct, d.mediaID, d.phone) // gone at the CDN even for a fresh URL
+		}
 		clearDownloadHeaders(w.Header())
 		return ae
 	}
@@ -174,10 +181,13 @@ func (h *Handler) streamDownload(w http.ResponseWriter, r *http.Request, acct *A
 	}
 	setMediaVars(r, d.mediaID, 0)
 	w.WriteHeader(d.status)
-	// Send the headers now: download managers show progress from
-	// Content-Length, and a transfer that breaks later still shows as a
-	// broken 200, not as a connection that never answered.
-	_ = http.NewResponseController(w).Flush()
+	if want < 0 || want > copyBufferSize {
+		// Send the headers now: download managers show progress from
+		// Content-Length, and a transfer that breaks later still shows
+		// as a broken 200, not as a connection that never answered. A
+		// file of one chunk goes out with its headers, in one write.
+		_ = http.NewResponseController(w).Flush()
+	}
 	n, reason, err := copyVerified(w, body, want, verify, guard)
 	if guard.stop() {
 		// The write deadline was moved: even a copy that seemed to end

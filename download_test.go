@@ -198,8 +198,15 @@ func TestDownloadStaleURL(t *testing.T) {
 	a := e.do(mustReq(t, http.MethodGet, e.url("/v2/media/"+id+"/download"), tokPremium))
 	assert.Equal(t, 404, a.Status)
 	assert.Equal(t, codeNotFound, a.Error)
-	assert.Len(t, e.routeRequests("media"), 2)
+	assert.Len(t, e.routeRequests("media"), 1, "the URL came from the media cache, then one fresh answer")
 	assert.Len(t, e.routeRequests("cdn"), 2, "more than one retry")
+
+	// Gone at the CDN even for a fresh URL: the cache forgot the media.
+	e.emu.Reset()
+	resp = e.download(id, "", nil)
+	require.Equal(t, 200, resp.StatusCode)
+	readAll(t, resp)
+	assert.Len(t, e.routeRequests("media"), 1, "Graph is asked again")
 }
 
 func TestDownloadExpiredURL(t *testing.T) {
@@ -315,7 +322,13 @@ func TestDownloadRange(t *testing.T) {
 		{"bytes=100000-", "", 416, nil, "bytes */100000"},
 		{"bytes=0-1,5-6", "", 416, nil, "bytes */100000"},
 		{"bytes=5-1", "", 416, nil, "bytes */100000"},
-		{"pages=1-2", "", 416, nil, "bytes */100000"},
+		// RFC 9110: a unit is case-insensitive, one the server does not
+		// know is ignored, and positions past the end are clamped.
+		{"BYTES=0-10", "", 206, data[:11], "bytes 0-10/100000"},
+		{"bytes=0-99999999999999999999", "", 206, data, "bytes 0-99999/100000"},
+		{"bytes=-99999999999999999999", "", 206, data, "bytes 0-99999/100000"},
+		{"pages=1-2", "", 200, data, ""},
+		{"items=0-1", "", 200, data, ""},
 		{"bytes=-0", "", 416, nil, "bytes */100000"},
 		{"bytes=99999999999999999999-", "", 416, nil, "bytes */100000"},
 	}

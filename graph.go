@@ -259,9 +259,10 @@ func mediaInfoRefusal(ae *apiError) *apiError {
 
 // fetchMedia GETs the media's bytes from the CDN: the range rng, or the
 // whole file when rng is nil. A 404 or 403 means the URL went stale: it
-// fetches fresh metadata once and tries once more, and updates info to
-// the metadata the answer belongs to.
-func (g *graphClient) fetchMedia(ctx context.Context, metaToken, mediaID, phone string, info *mediaInfo, rng *media.Range) (*http.Response, *apiError) {
+// gets fresh metadata from refresh once and tries once more, and updates
+// info to the metadata the answer belongs to.
+func (g *graphClient) fetchMedia(ctx context.Context, metaToken string, info *mediaInfo, rng *media.Range,
+	refresh func() (mediaInfo, *apiError)) (*http.Response, *apiError) {
 	for attempt := 0; ; attempt++ {
 		resp, ae := g.getCDN(ctx, metaToken, info.URL, rng)
 		if ae != nil {
@@ -279,7 +280,7 @@ func (g *graphClient) fetchMedia(ctx context.Context, metaToken, mediaID, phone 
 			if attempt > 0 {
 				return nil, errMediaNotFound.withCause(fmt.Errorf("cdn answered %d twice", resp.StatusCode))
 			}
-			fresh, ae := g.mediaInfo(ctx, metaToken, mediaID, phone)
+			fresh, ae := refresh()
 			if ae != nil {
 				return nil, ae
 			}

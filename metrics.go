@@ -27,8 +27,11 @@ var metrics = struct {
 	drained       prometheus.Counter
 	spoolFull     prometheus.Counter
 
+	mediaCache *prometheus.CounterVec
+
 	// Children looked up once, for the hot path.
-	cacheHit, cacheMiss prometheus.Counter
+	cacheHit, cacheMiss           prometheus.Counter
+	mediaCacheHit, mediaCacheMiss prometheus.Counter
 }{}
 
 func initMetrics() {
@@ -65,6 +68,12 @@ func initMetrics() {
 			Namespace: ns, Subsystem: sub, Name: "download_aborts_total",
 			Help: "Downloads broken off because the CDN's bytes were incomplete, too many, corrupt or failed mid-body, or the client went away.",
 		}, []string{"reason"})
+		metrics.mediaCache = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "media_cache_total",
+			Help: "Media metadata cache look-ups by result: hit (no Graph request) or miss.",
+		}, []string{"result"})
+		metrics.mediaCacheHit = metrics.mediaCache.WithLabelValues("hit")
+		metrics.mediaCacheMiss = metrics.mediaCache.WithLabelValues("miss")
 		metrics.spoolFull = prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "spool_full_total",
 			Help: "Uploads refused (503 SPOOL_FULL) because spooling them would exceed spool_budget.",
@@ -78,7 +87,7 @@ func initMetrics() {
 
 func allCollectors() []prometheus.Collector {
 	return []prometheus.Collector{metrics.requests, metrics.inFlight, metrics.bytes, metrics.spooled,
-		metrics.upstream, metrics.accountCache, metrics.downloadAbort, metrics.drained, metrics.spoolFull}
+		metrics.upstream, metrics.accountCache, metrics.downloadAbort, metrics.drained, metrics.spoolFull, metrics.mediaCache}
 }
 
 // registerMetrics registers the collectors on reg (a config's registry).

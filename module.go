@@ -116,6 +116,21 @@ type Handler struct {
 	// Default: 30s.
 	StallTimeout caddy.Duration `json:"stall_timeout,omitempty"`
 
+	// MediaCacheTTL is how long Graph's metadata about a media object (its
+	// URL, type, sha256 and size) is kept, from Graph's answer, never
+	// extended by use: within it a download makes one request (to the
+	// CDN), and HEAD and a matching If-None-Match (304) none. It is keyed
+	// by account, Meta token, media id and phoneNumberId, and the access
+	// rules run on every request first. For up to this long, HEAD and 304
+	// may describe media that Meta has since deleted, or whose Meta token
+	// was rotated. Keep it below the media URL's life (5 minutes). 0 turns
+	// the cache off. Default: 4m.
+	MediaCacheTTL *caddy.Duration `json:"media_cache_ttl,omitempty"`
+
+	// MediaCacheEntries bounds the media cache; past it, the least useful
+	// entries (by frequency and recency) are evicted. Default: 10000.
+	MediaCacheEntries int `json:"media_cache_entries,omitempty"`
+
 	// MediaHosts are the hosts that media URLs, and redirects from them,
 	// may point to: the Meta token is sent to no other host. A pattern is a
 	// host name, or "*." and a domain for every name below it. The host of
@@ -131,6 +146,7 @@ type Handler struct {
 
 	accounts   AccountSource
 	graph      *graphClient
+	mediaCache *mediaCache // nil when media_cache_ttl is 0
 	spoolUsage *spoolUsage
 	nearPrefix string // path_prefix normalised, and "/": where near misses start
 	logger     *zap.Logger
@@ -216,6 +232,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("accounts: module %T is not an account source", mod)
 	}
 	h.accounts = src
+	if err := h.provisionMediaCache(); err != nil {
+		return err
+	}
 	h.graph = newGraphClient(strings.TrimRight(h.GraphURL, "/")+"/"+h.GraphVersion, hosts,
 		time.Duration(h.DialTimeout), time.Duration(h.ResponseTimeout))
 	return nil
@@ -257,6 +276,32 @@ func (h *Handler) Cleanup() error {
 	if h.spoolUsage != nil {
 		_, _ = spoolPool.Delete(h.spoolUsage.dir)
 	}
+	if h.mediaCache != nil {
+		h.mediaCache.stop()
+	}
+	return nil
+}
+
+// provisionMediaCache fills the media cache's defaults and makes it.
+func (h *Handler) provisionMediaCache() error {
+	if h.MediaCacheTTL == nil {
+		ttl := caddy.Duration(DefaultMediaCacheTTL)
+		h.MediaCacheTTL = &ttl
+	}
+	if h.MediaCacheEntries == 0 {
+		h.MediaCacheEntries = DefaultMediaCacheEntries
+	}
+	if *h.MediaCacheTTL < 0 || h.MediaCacheEntries < 0 {
+		return fmt.Errorf("media_cache_ttl and media_cache_entries must not be negative")
+	}
+	if *h.MediaCacheTTL == 0 {
+		return nil
+	}
+	mc, err := newMediaCache(time.Duration(*h.MediaCacheTTL), h.MediaCacheEntries)
+	if err != nil {
+		return fmt.Errorf("media cache: %v", err)
+	}
+	h.mediaCache = mc
 	return nil
 }
 

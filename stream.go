@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"sync"
@@ -289,7 +290,9 @@ func copyVerified(w io.Writer, src io.Reader, want int64, verify []byte, guard *
 	}
 	var hp *hashPipe
 	if verify != nil {
-		hp = newHashPipe()
+		// A file of one chunk is hashed in line: a goroutine would cost
+		// more than it saves.
+		hp = newHashPipe(want >= 0 && want <= copyBufferSize)
 	}
 	defer func() {
 		if hp != nil {
@@ -355,15 +358,19 @@ func copyVerified(w io.Writer, src io.Reader, want int64, verify []byte, guard *
 }
 
 // hashPipe hashes chunks with SHA-256 in a goroutine of its own, in the
-// order they are sent.
+// order they are sent, or in line.
 type hashPipe struct {
 	todo       chan []byte
 	acks       chan struct{}
 	sent, done int
 	sum        []byte
+	inline     hash.Hash // set when hashing in line
 }
 
-func newHashPipe() *hashPipe {
+func newHashPipe(inline bool) *hashPipe {
+	if inline {
+		return &hashPipe{inline: sha256.New()}
+	}
 	hp := &hashPipe{todo: make(chan []byte, 4), acks: make(chan struct{}, 4)}
 	go func() {
 		h := sha256.New()
@@ -380,6 +387,10 @@ func newHashPipe() *hashPipe {
 // send queues a chunk; the caller must not change it until waitFor says
 // it is hashed.
 func (hp *hashPipe) send(b []byte) {
+	if hp.inline != nil {
+		hp.inline.Write(b)
+		return
+	}
 	hp.todo <- b
 	hp.sent++
 }
@@ -394,6 +405,9 @@ func (hp *hashPipe) waitFor(k int) {
 
 // close waits for the hasher to finish and returns the digest.
 func (hp *hashPipe) close() []byte {
+	if hp.inline != nil {
+		return hp.inline.Sum(nil)
+	}
 	close(hp.todo)
 	for range hp.acks {
 	}

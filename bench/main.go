@@ -21,6 +21,14 @@
 //	go run ./bench -smoke          # small sizes, to check that it works
 //	go run ./bench -ops download -sizes 100MB -conc 8 -runs 20 -pprof
 //	                               # one cell, with pprof on the Caddy contenders
+//	go run ./bench -ops download,download-cold -sizes 50KB,1MB
+//	                               # small downloads, repeat and cold
+//
+// download repeats the same media, as a dashboard previewing it would:
+// after the first run the gateway has its metadata cached and asks Graph
+// nothing. download-cold runs the gateway with media_cache_ttl 0, so that
+// every download asks Graph, then the CDN. The last column counts the
+// gateway's Graph metadata requests per download.
 package main
 
 import (
@@ -64,8 +72,9 @@ func main() {
 	sizesFlag := flag.String("sizes", "1MB,10MB,100MB", "file sizes")
 	concFlag := flag.String("conc", "1,8,32", "concurrency levels")
 	runs := flag.Int("runs", 5, "runs of each measurement (the median is printed)")
+	each := flag.Int("each", 1, "transfers each client makes one after the other in a run (for small files: a run long enough to time)")
 	pprof := flag.Bool("pprof", false, "serve Caddy's admin API (with /debug/pprof/) for the gateway and reverse_proxy, on ports printed at start")
-	opsFlag := flag.String("ops", "upload-raw,upload-multipart,download,rps", "what to measure")
+	opsFlag := flag.String("ops", "upload-raw,upload-multipart,download,download-cold,rps", "what to measure")
 	flag.Parse()
 	if *buffered != "" {
 		serveBuffered(*buffered, *graph)
@@ -76,7 +85,7 @@ func main() {
 	if *smoke {
 		sizes, conc, *runs, rpsFor = []int64{64 << 10}, []int{1, 2}, 1, 500*time.Millisecond
 	}
-	if err := run(strings.Split(*opsFlag, ","), sizes, conc, *runs, rpsFor, *pprof); err != nil {
+	if err := run(strings.Split(*opsFlag, ","), sizes, conc, *runs, *each, rpsFor, *pprof); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -88,7 +97,7 @@ type contender struct {
 	pid  int    // the serving process, 0 for direct
 }
 
-func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration, pprof bool) error {
+func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Duration, pprof bool) error {
 	dir, err := os.MkdirTemp("", "whatsapp-media-bench-*")
 	if err != nil {
 		return err
@@ -142,7 +151,7 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 		client.CloseIdleConnections()
 	}
 	defer stopAll()
-	start := func(name string) (contender, error) {
+	start := func(name, op string) (contender, error) {
 		addr := freeAddr()
 		var cmd *exec.Cmd
 		if name == "buffered" {
@@ -154,7 +163,7 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 				admin = freeAddr()
 				fmt.Fprintf(os.Stderr, "%s: go tool pprof http://%s/debug/pprof/profile?seconds=10\n", name, admin)
 			}
-			if err := os.WriteFile(cfg, []byte(caddyfile(name, addr, emuSrv.URL, admin)), 0o600); err != nil {
+			if err := os.WriteFile(cfg, []byte(caddyfile(name, addr, emuSrv.URL, admin, op == "download-cold")), 0o600); err != nil {
 				return contender{}, err
 			}
 			cmd = exec.Command(bin, "run", "--config", cfg, "--adapter", "caddyfile")
@@ -172,7 +181,7 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 	// fresh starts the serving processes anew, so that each cell's peak
 	// RSS growth is measured from an idle process that no earlier cell
 	// has grown.
-	fresh := func(names ...string) ([]contender, error) {
+	fresh := func(op string, names ...string) ([]contender, error) {
 		stopAll()
 		var cs []contender
 		for _, name := range names {
@@ -180,7 +189,7 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 				cs = append(cs, contender{name: "direct", base: emuSrv.URL})
 				continue
 			}
-			c, err := start(name)
+			c, err := start(name, op)
 			if err != nil {
 				return nil, err
 			}
@@ -189,10 +198,11 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 		return cs, nil
 	}
 
-	fmt.Printf("# whatsapp_media benchmark\n\n%s, %d CPUs; %d run(s) a cell, median shown.\n\n", time.Now().UTC().Format(time.RFC3339), cpuCount(), runs)
+	fmt.Printf("# whatsapp_media benchmark\n\n%s, %d CPUs; %d run(s) a cell, median shown; %d transfer(s) a client a run.\n\n",
+		time.Now().UTC().Format(time.RFC3339), cpuCount(), runs, each)
 	fmt.Printf("SHA-256 on one core of this machine: %.0f MB/s, the CPU a download spends verifying Meta's digest.\n\n", sha256Speed())
-	fmt.Println("| op | size | conc | contender | median | MB/s | × reverse_proxy | server CPU | peak RSS growth |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Println("| op | size | conc | contender | median | MB/s | × reverse_proxy | server CPU | peak RSS growth | Graph metadata requests per download |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, op := range ops {
 		if op == "rps" {
 			continue
@@ -207,23 +217,31 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 				if op == "upload-multipart" {
 					names = names[:3] // the buffered baseline takes raw bodies
 				}
-				contenders, err := fresh(names...)
+				contenders, err := fresh(op, names...)
 				if err != nil {
 					return err
 				}
 				idle := map[string]int64{}
 				for _, c := range contenders {
-					if err := once(client, c, op, warm, warmID, warmURL); err != nil {
+					if err := once(client, c, strings.TrimSuffix(op, "-cold"), warm, warmID, warmURL); err != nil {
 						return fmt.Errorf("%s %s warm-up: %v", c.name, op, err)
+					}
+					// A repeat download: the media was downloaded before.
+					if op == "download" {
+						if err := once(client, c, op, data, id, cdnURL); err != nil {
+							return fmt.Errorf("%s %s warm-up: %v", c.name, op, err)
+						}
 					}
 					idle[c.name] = resetPeak(c.pid)
 				}
 				times := map[string][]time.Duration{}
 				cpu := map[string][]time.Duration{}
+				graphReqs := map[string]int{}
 				for r := 0; r < runs; r++ {
 					for _, c := range contenders {
-						cpu0 := cpuTime(c.pid)
-						d, err := batch(client, c, op, data, id, cdnURL, n)
+						cpu0, graph0 := cpuTime(c.pid), metadataRequests(emu)
+						d, err := batch(client, c, strings.TrimSuffix(op, "-cold"), data, id, cdnURL, n, each)
+						graphReqs[c.name] += metadataRequests(emu) - graph0
 						if err != nil {
 							return fmt.Errorf("%s %s %d×%d: %v", c.name, op, n, size, err)
 						}
@@ -234,14 +252,18 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 				floor := median(times["reverse_proxy"])
 				for _, c := range contenders {
 					m := median(times[c.name])
-					mbps := float64(size) * float64(n) / m.Seconds() / 1e6
+					mbps := float64(size) * float64(n*each) / m.Seconds() / 1e6
 					rssText, cpuText := "n/a", "n/a"
 					if c.pid != 0 {
 						rssText = fmt.Sprintf("%.1f MiB", float64(peakRSS(c.pid)-idle[c.name])/1024)
 						cpuText = median(cpu[c.name]).String()
 					}
-					fmt.Printf("| %s | %s | %d | %s | %v | %.0f | %.2f | %s | %s |\n", op, human(size), n, c.name,
-						m.Round(time.Millisecond), mbps, float64(m)/float64(floor), cpuText, rssText)
+					graph := "–" // reverse_proxy and direct are given the CDN URL
+					if strings.HasPrefix(op, "download") && (c.name == "gateway" || c.name == "buffered") {
+						graph = fmt.Sprintf("%.2f", float64(graphReqs[c.name])/float64(runs*n*each))
+					}
+					fmt.Printf("| %s | %s | %d | %s | %v | %.0f | %.2f | %s | %s | %s |\n", op, human(size), n, c.name,
+						m.Round(time.Millisecond), mbps, float64(m)/float64(floor), cpuText, rssText, graph)
 				}
 			}
 		}
@@ -250,7 +272,7 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 		return nil
 	}
 	fmt.Printf("\n| 1 KB uploads/s at 32-way | requests/s | × reverse_proxy |\n| --- | --- | --- |\n")
-	contenders, err := fresh("gateway", "reverse_proxy")
+	contenders, err := fresh("rps", "gateway", "reverse_proxy")
 	if err != nil {
 		return err
 	}
@@ -264,7 +286,19 @@ func run(ops []string, sizes []int64, conc []int, runs int, rpsFor time.Duration
 	return nil
 }
 
-func caddyfile(name, addr, graph, admin string) string {
+// metadataRequests counts the Graph metadata requests the emulator has
+// answered.
+func metadataRequests(emu *metaemu.Server) int {
+	n := 0
+	for _, r := range emu.Requests() {
+		if r.Route == "media" {
+			n++
+		}
+	}
+	return n
+}
+
+func caddyfile(name, addr, graph, admin string, cold bool) string {
 	global := "{\n\tadmin " + admin + "\n\tauto_https off\n\tpersist_config off\n}\n\n"
 	if name == "reverse_proxy" {
 		return global + "http://" + addr + " {\n\treverse_proxy " + strings.TrimPrefix(graph, "http://") + "\n}\n"
@@ -272,7 +306,7 @@ func caddyfile(name, addr, graph, admin string) string {
 	return global + "http://" + addr + ` {
 	whatsapp_media {
 		graph_url ` + graph + `
-		max_size 200MiB
+		max_size 200MiB` + map[bool]string{true: "\n\t\tmedia_cache_ttl 0", false: ""}[cold] + `
 		accounts static {
 			account bench {
 				token ` + apiToken + `
@@ -286,8 +320,9 @@ func caddyfile(name, addr, graph, admin string) string {
 `
 }
 
-// batch moves n copies of data at once and returns the wall time.
-func batch(client *http.Client, c contender, op string, data []byte, id, cdnURL string, n int) (time.Duration, error) {
+// batch moves data with n clients at once, each moving it each times in
+// a row, and returns the wall time.
+func batch(client *http.Client, c contender, op string, data []byte, id, cdnURL string, n, each int) (time.Duration, error) {
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	start := time.Now()
@@ -295,7 +330,11 @@ func batch(client *http.Client, c contender, op string, data []byte, id, cdnURL 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- once(client, c, op, data, id, cdnURL)
+			var err error
+			for k := 0; k < each && err == nil; k++ {
+				err = once(client, c, op, data, id, cdnURL)
+			}
+			errs <- err
 		}()
 	}
 	wg.Wait()

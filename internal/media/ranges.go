@@ -1,6 +1,7 @@
 package media
 
 import (
+	"math"
 	"strconv"
 	"strings"
 )
@@ -21,48 +22,74 @@ func (r Range) ContentRange(size int64) string {
 // maxRangeHeader bounds the Range header we parse.
 const maxRangeHeader = 256
 
+// RangeAnswer is what a Range header asks of a representation.
+type RangeAnswer int
+
+const (
+	// RangeIgnored: the header is to be ignored and the whole
+	// representation sent (a range unit other than bytes, RFC 9110
+	// section 14.2).
+	RangeIgnored RangeAnswer = iota
+	// RangeSatisfiable: send the range.
+	RangeSatisfiable
+	// RangeUnsatisfiable: answer 416.
+	RangeUnsatisfiable
+)
+
 // ParseRange resolves a Range header against a representation of size
-// bytes (RFC 9110, section 14). It serves one range: several ranges, a
-// malformed header, and a range that starts beyond the end are all
-// unsatisfiable (ok is false), answered 416. An end beyond the last byte
-// is clamped, as the RFC says.
-func ParseRange(h string, size int64) (br Range, ok bool) {
-	if len(h) > maxRangeHeader || size <= 0 {
-		return Range{}, false
+// bytes (RFC 9110, section 14). The unit is case-insensitive; a header in
+// another unit, or in none, is ignored. It serves one range: several
+// ranges, a malformed byte range, and a range that starts at or beyond the
+// end are unsatisfiable. A last position beyond the end is clamped, and a
+// suffix longer than the representation is all of it, however many
+// digits they have.
+func ParseRange(h string, size int64) (Range, RangeAnswer) {
+	unit, spec, found := strings.Cut(strings.TrimSpace(h), "=")
+	if !found || !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
+		return Range{}, RangeIgnored
 	}
-	spec, found := strings.CutPrefix(strings.TrimSpace(h), "bytes=")
-	if !found || strings.Contains(spec, ",") {
-		return Range{}, false
+	if len(h) > maxRangeHeader || size <= 0 || strings.Contains(spec, ",") {
+		return Range{}, RangeUnsatisfiable
 	}
 	first, last, found := strings.Cut(strings.TrimSpace(spec), "-")
 	if !found {
-		return Range{}, false
+		return Range{}, RangeUnsatisfiable
 	}
 	first, last = strings.TrimSpace(first), strings.TrimSpace(last)
 	if first == "" {
 		// A suffix range: the last n bytes.
-		n, err := ParseDigits(last)
-		if err != nil || n == 0 {
-			return Range{}, false
+		n, ok := parsePosition(last)
+		if !ok || n == 0 {
+			return Range{}, RangeUnsatisfiable
 		}
-		if n > size {
-			n = size
-		}
-		return Range{Start: size - n, End: size - 1}, true
+		return Range{Start: size - min(n, size), End: size - 1}, RangeSatisfiable
 	}
-	start, err := ParseDigits(first)
-	if err != nil || start >= size {
-		return Range{}, false
+	start, ok := parsePosition(first)
+	if !ok || start >= size {
+		return Range{}, RangeUnsatisfiable
 	}
 	end := size - 1
 	if last != "" {
-		e, err := ParseDigits(last)
-		if err != nil || e < start {
-			return Range{}, false
+		e, ok := parsePosition(last)
+		if !ok || e < start {
+			return Range{}, RangeUnsatisfiable
 		}
-		if e < end {
-			end = e
-		}
+		end = min(e, end)
 	}
-	return Range{Start: start, End: end}, true
+	return Range{Start: start, End: end}, RangeSatisfiable
+}
+
+// parsePosition parses a range position: ASCII digits, any number of
+// them; one too large for an int64 saturates (it is past any end).
+func parsePosition(s string) (int64, bool) {
+	if s == "" || strings.Trim(s, "0123456789") != "" {
+		return 0, false
+	}
+	if n, err := ParseDigits(strings.TrimLeft(s, "0")); err == nil {
+		return n, true
+	}
+	if strings.TrimLeft(s, "0") == "" {
+		return 0, true
+	}
+	return math.MaxInt64, true
 }

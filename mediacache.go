@@ -1,0 +1,111 @@
+package whatsappmedia
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+)
+
+// Defaults of the media metadata cache.
+const (
+	DefaultMediaCacheTTL     = 4 * time.Minute
+	DefaultMediaCacheEntries = 10_000
+)
+
+// mediaKey names Graph's answer about one media object for one caller:
+// the account, its Meta token (hashed), the media id and the
+// phone_number_id asked with. Another account, a rotated token or another
+// phone number id asks Graph again.
+type mediaKey struct {
+	account string
+	token   [sha256.Size]byte
+	mediaID string
+	phone   string
+}
+
+func newMediaKey(acct *Account, mediaID, phone string) mediaKey {
+	return mediaKey{account: acct.ID, token: sha256.Sum256([]byte(acct.MetaToken)), mediaID: mediaID, phone: phone}
+}
+
+// mediaCache holds Graph's media metadata (URL, type, sha256, size) for a
+// fixed time from Graph's answer, never extended by use: less than the
+// URL's own life (5 minutes), so that a cached URL is still valid, and a
+// stale one is refreshed as a fresh one would be.
+type mediaCache struct {
+	c *otter.Cache[mediaKey, mediaInfo]
+}
+
+func newMediaCache(ttl time.Duration, entries int) (*mediaCache, error) {
+	c, err := otter.New(&otter.Options[mediaKey, mediaInfo]{
+		MaximumSize:      entries,
+		ExpiryCalculator: otter.ExpiryWriting[mediaKey, mediaInfo](ttl),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &mediaCache{c: c}, nil
+}
+
+func (mc *mediaCache) stop() {
+	mc.c.InvalidateAll()
+	mc.c.StopAllGoroutines()
+}
+
+// mediaInfo returns the media's metadata from the cache, or asks Graph;
+// concurrent misses for one key share one request, and a failed request
+// is not cached. Without a cache it always asks Graph.
+func (h *Handler) mediaInfo(ctx context.Context, acct *Account, mediaID, phone string) (mediaInfo, *apiError) {
+	if h.mediaCache == nil {
+		return h.graph.mediaInfo(ctx, acct.MetaToken, mediaID, phone)
+	}
+	key := newMediaKey(acct, mediaID, phone)
+	if info, ok := h.mediaCache.c.GetIfPresent(key); ok {
+		metrics.mediaCacheHit.Inc()
+		return info, nil
+	}
+	metrics.mediaCacheMiss.Inc()
+	info, err := h.mediaCache.c.Get(ctx, key, otter.LoaderFunc[mediaKey, mediaInfo](
+		func(ctx context.Context, _ mediaKey) (mediaInfo, error) {
+			// Shared by every caller waiting for this key: one going away
+			// must not fail it for the others.
+			info, ae := h.graph.mediaInfo(context.WithoutCancel(ctx), acct.MetaToken, mediaID, phone)
+			if ae != nil {
+				return mediaInfo{}, ae
+			}
+			return info, nil
+		}))
+	if err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) {
+			return mediaInfo{}, ae
+		}
+		return mediaInfo{}, errUpstream.withCause(err)
+	}
+	return info, nil
+}
+
+// refreshMediaInfo asks Graph again, for a URL the CDN no longer takes,
+// and keeps the answer; a refusal forgets the media.
+func (h *Handler) refreshMediaInfo(ctx context.Context, acct *Account, mediaID, phone string) (mediaInfo, *apiError) {
+	info, ae := h.graph.mediaInfo(ctx, acct.MetaToken, mediaID, phone)
+	if h.mediaCache != nil {
+		key := newMediaKey(acct, mediaID, phone)
+		if ae != nil {
+			h.mediaCache.c.Invalidate(key)
+		} else {
+			h.mediaCache.c.Set(key, info)
+		}
+	}
+	return info, ae
+}
+
+// forgetMediaInfo drops the cached metadata of a media that Meta no longer
+// serves.
+func (h *Handler) forgetMediaInfo(acct *Account, mediaID, phone string) {
+	if h.mediaCache != nil {
+		h.mediaCache.c.Invalidate(newMediaKey(acct, mediaID, phone))
+	}
+}
