@@ -69,11 +69,20 @@ type IntrospectAccounts struct {
 	// Default: 100000.
 	MaxEntries int `json:"max_entries,omitempty"`
 
-	cache   *introspectCache
-	poolKey string
-	client  *http.Client
-	headers http.Header
-	logger  *zap.Logger
+	// PurgeChannel, if set, is the Redis channel on which the app
+	// publishes revoked tokens (the hex SHA-256 of a token, or "*" for
+	// everything): one PUBLISH purges them from this cache on every
+	// gateway subscribed. Provisioning never waits for Redis; while it is
+	// unreachable requests are served as without a channel, and
+	// everything is purged when the subscription comes back. Default: none.
+	PurgeChannel *PurgeChannel `json:"purge_channel,omitempty"`
+
+	subscriber *subscriber
+	cache      *introspectCache
+	poolKey    string
+	client     *http.Client
+	headers    http.Header
+	logger     *zap.Logger
 }
 
 // introspectAnswer is a cached answer: account nil means inactive.
@@ -166,6 +175,28 @@ func (s *IntrospectAccounts) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("introspect: cache: %v", err)
 	}
 	s.cache = val.(*introspectCache)
+	return s.provisionPurgeChannel(repl)
+}
+
+// provisionPurgeChannel subscribes the cache to the purge channel, if any.
+func (s *IntrospectAccounts) provisionPurgeChannel(repl *caddy.Replacer) error {
+	pc := s.PurgeChannel
+	if pc == nil {
+		return nil
+	}
+	if pc.Channel == "" {
+		pc.Channel = DefaultPurgeChannel
+	}
+	url := repl.ReplaceKnown(pc.URL, "")
+	if url == "" {
+		return errors.New("introspect: purge_channel: a Redis URL is required")
+	}
+	sub, err := loadSubscriber(url, pc.Channel, s.logger)
+	if err != nil {
+		return err
+	}
+	sub.register(s.cache)
+	s.subscriber = sub
 	return nil
 }
 
@@ -206,6 +237,10 @@ func answerTTL(a introspectAnswer, pos, neg time.Duration, now time.Time) time.D
 func (s *IntrospectAccounts) Cleanup() error {
 	if s.client != nil {
 		s.client.CloseIdleConnections()
+	}
+	if s.subscriber != nil {
+		s.subscriber.unregister(s.cache)
+		_, _ = subscribers.Delete(s.subscriber.key)
 	}
 	if s.poolKey != "" {
 		_, err := introspectPool.Delete(s.poolKey)
@@ -319,21 +354,27 @@ func (s *IntrospectAccounts) introspect(ctx context.Context, token string) (intr
 	return introspectAnswer{account: acct}, nil
 }
 
-// purgeIntrospectCaches removes the cached answer for token, or every
-// cached answer when token is empty, from every cache of the running
-// configs, and returns how many entries went.
-func purgeIntrospectCaches(token string) int {
+// purge removes the cached answer under key (a token's SHA-256), or every
+// answer when key is nil, and returns how many entries went.
+func (ic *introspectCache) purge(key *[sha256.Size]byte) int {
+	ic.purges.Add(1)
+	if key == nil {
+		n := ic.c.EstimatedSize()
+		ic.c.InvalidateAll()
+		return n
+	}
+	if _, ok := ic.c.Invalidate(*key); ok {
+		return 1
+	}
+	return 0
+}
+
+// purgeIntrospectCaches purges key (nil: everything) from every cache of
+// the running configs.
+func purgeIntrospectCaches(key *[sha256.Size]byte) int {
 	n := 0
-	key := sha256.Sum256([]byte(token))
 	introspectPool.Range(func(_, v any) bool {
-		ic := v.(*introspectCache)
-		ic.purges.Add(1)
-		if token == "" {
-			n += ic.c.EstimatedSize()
-			ic.c.InvalidateAll()
-		} else if _, ok := ic.c.Invalidate(key); ok {
-			n++
-		}
+		n += v.(*introspectCache).purge(key)
 		return true
 	})
 	return n
@@ -348,6 +389,7 @@ func purgeIntrospectCaches(token string) int {
 //	    cache_ttl    <duration>       # default 30s
 //	    negative_ttl <duration>       # default 5s
 //	    max_entries  <n>              # default 100000
+//	    purge_channel <redis-url> [<channel>]  # default channel whatsapp_media:purge
 //	}
 func (s *IntrospectAccounts) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume the source name ("introspect")
@@ -387,6 +429,16 @@ func (s *IntrospectAccounts) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseDurationArg(d, &s.NegativeTTL); err != nil {
 				return err
 			}
+		case "purge_channel":
+			pc := &PurgeChannel{}
+			if !d.Args(&pc.URL) {
+				return d.ArgErr()
+			}
+			d.Args(&pc.Channel)
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			s.PurgeChannel = pc
 		case "max_entries":
 			var v string
 			if !d.AllArgs(&v) {

@@ -2,6 +2,7 @@ package whatsappmedia
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"io"
@@ -284,14 +285,14 @@ func TestIntrospectPurge(t *testing.T) {
 	}
 	require.Equal(t, int32(3), app.calls.Load())
 
-	assert.Equal(t, 1, purgeIntrospectCaches("a"))
-	assert.Equal(t, 0, purgeIntrospectCaches("a"), "already purged")
+	assert.Equal(t, 1, purgeIntrospectCaches(tokenKey("a")))
+	assert.Equal(t, 0, purgeIntrospectCaches(tokenKey("a")), "already purged")
 	app.set("a", map[string]any{"active": false}) // regenerated: the old token is revoked
 	_, err := s.Lookup(context.Background(), "a")
 	assert.ErrorIs(t, err, ErrUnknownToken, "the purged token was still served from the cache")
 	assert.Equal(t, int32(4), app.calls.Load())
 
-	assert.GreaterOrEqual(t, purgeIntrospectCaches(""), 3)
+	assert.GreaterOrEqual(t, purgeIntrospectCaches(nil), 3)
 	_, _ = s.Lookup(context.Background(), "b")
 	assert.Equal(t, int32(5), app.calls.Load())
 }
@@ -332,9 +333,11 @@ func TestIntrospectCaddyfile(t *testing.T) {
 		cache_ttl 1m
 		negative_ttl 10s
 		max_entries 500
+		purge_channel {env.REDIS_URL} gw:purge
 	}`)
 	var s IntrospectAccounts
 	require.NoError(t, s.UnmarshalCaddyfile(d))
+	assert.Equal(t, &PurgeChannel{URL: "{env.REDIS_URL}", Channel: "gw:purge"}, s.PurgeChannel)
 	assert.Equal(t, "https://app.internal/introspect", s.URL)
 	assert.Equal(t, map[string][]string{"X-Introspect-Secret": {"{env.SECRET}"}, "X-Extra": {"a", "b"}}, s.Headers)
 	assert.Equal(t, caddy.Duration(time.Second), s.Timeout)
@@ -343,13 +346,15 @@ func TestIntrospectCaddyfile(t *testing.T) {
 	assert.Equal(t, 500, s.MaxEntries)
 
 	for input, want := range map[string]string{
-		"introspect":                               "wrong argument count",
-		"introspect ftp://x":                       "must be an absolute http(s) URL",
-		"introspect http://x extra":                "wrong argument count",
-		"introspect http://x {\ncolour red\n}":     "unrecognized accounts introspect option 'colour'",
-		"introspect http://x {\ntimeout no\n}":     "timeout must be a positive duration",
-		"introspect http://x {\nmax_entries -1\n}": "max_entries must be a positive number",
-		"introspect http://x {\nheader X\n}":       "wrong argument count",
+		"introspect":                                                "wrong argument count",
+		"introspect ftp://x":                                        "must be an absolute http(s) URL",
+		"introspect http://x extra":                                 "wrong argument count",
+		"introspect http://x {\ncolour red\n}":                      "unrecognized accounts introspect option 'colour'",
+		"introspect http://x {\ntimeout no\n}":                      "timeout must be a positive duration",
+		"introspect http://x {\nmax_entries -1\n}":                  "max_entries must be a positive number",
+		"introspect http://x {\nheader X\n}":                        "wrong argument count",
+		"introspect http://x {\npurge_channel\n}":                   "wrong argument count",
+		"introspect http://x {\npurge_channel redis://r c extra\n}": "wrong argument count",
 	} {
 		var s IntrospectAccounts
 		err := s.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
@@ -407,7 +412,7 @@ func TestIntrospectPurgeAllRacesLoad(t *testing.T) {
 	// The token is revoked and everything purged while the first answer
 	// (still "active") is on its way.
 	app.set("tok", map[string]any{"active": false})
-	purgeIntrospectCaches("")
+	purgeIntrospectCaches(nil)
 	app.mu.Lock()
 	app.gate = nil
 	app.mu.Unlock()
@@ -435,4 +440,25 @@ func TestIntrospectionSlowFailsClosed(t *testing.T) {
 	a = e.do(mustReq(t, http.MethodGet, e.url("/v2/media/1/download"), "tok"))
 	assert.NotEqual(t, codeAuthUnavailable, a.Error, "the timed-out look-up was cached")
 	assert.Equal(t, codeMetaAPIError, a.Error, "the account was known: Meta refused its token")
+}
+
+func tokenKey(token string) *[sha256.Size]byte {
+	k := sha256.Sum256([]byte(token))
+	return &k
+}
+
+func TestIntrospectPurgeChannelDefaults(t *testing.T) {
+	var s IntrospectAccounts
+	require.NoError(t, s.UnmarshalCaddyfile(caddyfile.NewTestDispenser("introspect http://x {\npurge_channel redis://:pw@127.0.0.1:1/2\n}")))
+	assert.Equal(t, &PurgeChannel{URL: "redis://:pw@127.0.0.1:1/2"}, s.PurgeChannel)
+	// Provisioned against a Redis that is not there: provisioning does not
+	// wait, the channel defaults, and the URL's password is nowhere.
+	app := newFakeApp(t)
+	start := time.Now()
+	p := newIntrospect(t, app, func(p *IntrospectAccounts) { p.PurgeChannel = s.PurgeChannel })
+	assert.Less(t, time.Since(start), 2*time.Second)
+	assert.Equal(t, DefaultPurgeChannel, p.PurgeChannel.Channel)
+	_, err := loadSubscriber("redis://:secret@[::1", "c", zap.NewNop())
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "secret")
 }

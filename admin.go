@@ -2,6 +2,8 @@ package whatsappmedia
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,8 +19,9 @@ func init() {
 
 // adminAPI serves the module's endpoints on Caddy's admin API:
 //
-//	POST /whatsapp_media/purge  {"token": "<api token>"}  purges that token
-//	POST /whatsapp_media/purge  {}                        purges everything
+//	POST /whatsapp_media/purge  {"token": "<api token>"}           purges that token
+//	POST /whatsapp_media/purge  {"token_sha256": "<hex sha-256>"}  purges that token
+//	POST /whatsapp_media/purge  {}                                 purges everything
 //
 // It answers {"purged": <entries removed>}. It reaches the account caches
 // of the running config, including after a reload.
@@ -44,30 +47,61 @@ func handlePurge(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("method not allowed")}
 	}
-	var req struct {
-		Token *string `json:"token"`
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	key, err := purgeRequest(r.Body)
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
-	if len(body) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf(`body must be {"token": "..."} or {}: %v`, err)}
-		}
-	}
-	token := ""
-	if req.Token != nil {
-		if *req.Token == "" {
-			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("token is empty; send {} to purge everything")}
-		}
-		token = *req.Token
-	}
-	n := purgeIntrospectCaches(token)
+	n := purgeIntrospectCaches(key)
+	metrics.purges.WithLabelValues("admin").Inc()
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(map[string]int{"purged": n})
+}
+
+// purgeRequest reads a purge request's body: the key of the token to purge,
+// or nil to purge everything.
+func purgeRequest(body io.Reader) (*[sha256.Size]byte, error) {
+	var req struct {
+		Token       *string `json:"token"`
+		TokenSHA256 *string `json:"token_sha256"`
+	}
+	raw, err := io.ReadAll(io.LimitReader(body, 64<<10))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			return nil, fmt.Errorf(`body must be {"token": "..."}, {"token_sha256": "<hex>"} or {}: %v`, err)
+		}
+	}
+	switch {
+	case req.Token != nil && req.TokenSHA256 != nil:
+		return nil, errors.New("give token or token_sha256, not both")
+	case req.Token != nil:
+		if *req.Token == "" {
+			return nil, errors.New("token is empty; send {} to purge everything")
+		}
+		key := sha256.Sum256([]byte(*req.Token))
+		return &key, nil
+	case req.TokenSHA256 != nil:
+		key, ok := parseTokenHash(*req.TokenSHA256)
+		if !ok {
+			return nil, errors.New("token_sha256 must be 64 hex digits")
+		}
+		return &key, nil
+	}
+	return nil, nil
+}
+
+// parseTokenHash parses the hex SHA-256 of a token.
+func parseTokenHash(s string) ([sha256.Size]byte, bool) {
+	var key [sha256.Size]byte
+	if len(s) != 2*sha256.Size {
+		return key, false
+	}
+	_, err := hex.Decode(key[:], []byte(s))
+	return key, err == nil
 }
 
 // Interface guard

@@ -26,8 +26,9 @@ var metrics = struct {
 	downloadAbort *prometheus.CounterVec
 	drained       prometheus.Counter
 	spoolFull     prometheus.Counter
-
-	mediaCache *prometheus.CounterVec
+	mediaCache    *prometheus.CounterVec
+	purges        *prometheus.CounterVec
+	channelUp     *prometheus.GaugeVec
 
 	// Children looked up once, for the hot path.
 	cacheHit, cacheMiss           prometheus.Counter
@@ -74,6 +75,14 @@ func initMetrics() {
 		}, []string{"result"})
 		metrics.mediaCacheHit = metrics.mediaCache.WithLabelValues("hit")
 		metrics.mediaCacheMiss = metrics.mediaCache.WithLabelValues("miss")
+		metrics.purges = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "purges_total",
+			Help: "Introspection cache purges by source: admin (the admin endpoint) or channel (the Redis purge channel).",
+		}, []string{"source"})
+		metrics.channelUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "purge_channel_up",
+			Help: "1 while the Redis purge channel is subscribed, 0 while it is down.",
+		}, []string{"channel"})
 		metrics.spoolFull = prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "spool_full_total",
 			Help: "Uploads refused (503 SPOOL_FULL) because spooling them would exceed spool_budget.",
@@ -87,7 +96,8 @@ func initMetrics() {
 
 func allCollectors() []prometheus.Collector {
 	return []prometheus.Collector{metrics.requests, metrics.inFlight, metrics.bytes, metrics.spooled,
-		metrics.upstream, metrics.accountCache, metrics.downloadAbort, metrics.drained, metrics.spoolFull, metrics.mediaCache}
+		metrics.upstream, metrics.accountCache, metrics.downloadAbort, metrics.drained, metrics.spoolFull, metrics.mediaCache,
+		metrics.purges, metrics.channelUp}
 }
 
 // registerMetrics registers the collectors on reg (a config's registry).

@@ -1,0 +1,256 @@
+package whatsappmedia
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// DefaultPurgeChannel is the Redis channel purges arrive on.
+const DefaultPurgeChannel = "whatsapp_media:purge"
+
+// Reconnection backoff of the purge channel: jittered, doubling from
+// purgeBackoffMin up to purgeBackoffMax between tries.
+const (
+	purgeBackoffMin = 100 * time.Millisecond
+	purgeBackoffMax = 5 * time.Second
+	// purgeHealthCheck is how long the subscriber waits for a message
+	// before it pings Redis, to notice a connection that died silently.
+	purgeHealthCheck = 30 * time.Second
+)
+
+// PurgeChannel is a Redis channel on which the app publishes revoked
+// tokens, so that one PUBLISH purges them from every gateway's
+// introspection cache. A message is the hex SHA-256 of a token (64
+// characters), which purges that token, or "*", which purges everything;
+// no raw token travels through Redis.
+type PurgeChannel struct {
+	// URL is the Redis server: redis://[:password@]host:port[/db], or
+	// rediss:// for TLS, as the app's REDIS_URL. Placeholders such as
+	// {env.REDIS_URL} are expanded at provision time. Required.
+	URL string `json:"url,omitempty"`
+
+	// Channel is the channel subscribed to. Default: whatsapp_media:purge.
+	Channel string `json:"channel,omitempty"`
+}
+
+// purgeMessage parses a message of the purge channel: the key of the
+// token to purge, nil for everything ("*"), or false for anything else.
+func purgeMessage(payload string) (*[sha256.Size]byte, bool) {
+	if payload == "*" {
+		return nil, true
+	}
+	key, ok := parseTokenHash(payload)
+	if !ok {
+		return nil, false
+	}
+	return &key, true
+}
+
+// backoff is a jittered exponential backoff ("full jitter"): each wait is
+// random in [0, d), d doubling from min to max.
+type backoff struct {
+	min, max, d time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	if b.d < b.min {
+		b.d = b.min
+	}
+	wait := time.Duration(rand.Int64N(int64(b.d))) + 1
+	b.d = min(2*b.d, b.max)
+	return wait
+}
+
+func (b *backoff) reset() { b.d = 0 }
+
+// subscribers holds one subscriber per (URL, channel) in this process,
+// shared by every config that names it, so that a reload keeps it.
+var subscribers = caddy.NewUsagePool()
+
+// subscriber listens on one purge channel and purges the caches of the
+// introspection sources that name it.
+type subscriber struct {
+	key     string // in subscribers
+	channel string
+	client  *redis.Client
+	logger  *zap.Logger
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	mu     sync.Mutex
+	caches map[*introspectCache]int // registrations by source
+	ps     *redis.PubSub            // set by run
+}
+
+func subscriberKey(url, channel string) string { return channel + "\x00" + url }
+
+// loadSubscriber returns the subscriber of (url, channel), starting it
+// if this is its first user. It never waits for Redis.
+func loadSubscriber(url, channel string, logger *zap.Logger) (*subscriber, error) {
+	v, _, err := subscribers.LoadOrNew(subscriberKey(url, channel), func() (caddy.Destructor, error) {
+		opts, err := redis.ParseURL(url)
+		if err != nil {
+			return nil, fmt.Errorf("purge_channel: %v", redactURLError(err))
+		}
+		// Maintenance notifications are for Redis Enterprise and
+		// cluster handoffs; against plain Redis they only log noise.
+		opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+		opts.DialTimeout = 5 * time.Second
+		s := &subscriber{key: subscriberKey(url, channel), channel: channel, client: redis.NewClient(opts), logger: logger,
+			done: make(chan struct{}), caches: map[*introspectCache]int{}}
+		ctx, cancel := context.WithCancel(context.Background())
+		s.cancel = cancel
+		metrics.channelUp.WithLabelValues(channel).Set(0)
+		go s.run(ctx)
+		return s, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*subscriber), nil
+}
+
+// redactURLError keeps a Redis URL's password out of an error.
+func redactURLError(err error) error {
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) {
+		return errors.New("not a valid redis:// or rediss:// URL")
+	}
+	return err
+}
+
+func (s *subscriber) register(ic *introspectCache) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.caches[ic]++
+}
+
+func (s *subscriber) unregister(ic *introspectCache) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.caches[ic]--; s.caches[ic] <= 0 {
+		delete(s.caches, ic)
+	}
+}
+
+// Destruct stops the subscriber once the last config using it is gone.
+func (s *subscriber) Destruct() error {
+	s.cancel()
+	s.mu.Lock()
+	if s.ps != nil {
+		_ = s.ps.Close() // ends a Receive waiting on the connection
+	}
+	s.mu.Unlock()
+	<-s.done
+	metrics.channelUp.DeleteLabelValues(s.channel)
+	return s.client.Close()
+}
+
+// purge purges key (nil: everything) from the caches that name this
+// channel.
+func (s *subscriber) purge(key *[sha256.Size]byte) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for ic := range s.caches {
+		n += ic.purge(key)
+	}
+	metrics.purges.WithLabelValues("channel").Inc()
+	return n
+}
+
+// run subscribes and handles messages until ctx ends. While the
+// subscription is down it retries with a jittered backoff; every
+// subscription that follows a loss purges everything, because messages
+// may have been missed meanwhile. go-redis re-dials and resubscribes on
+// the Receive after an error; this loop paces those tries.
+func (s *subscriber) run(ctx context.Context) {
+	defer close(s.done)
+	ps := s.client.Subscribe(ctx, s.channel)
+	defer ps.Close()
+	s.mu.Lock()
+	s.ps = ps
+	s.mu.Unlock()
+	b := backoff{min: purgeBackoffMin, max: purgeBackoffMax}
+	subscribed, lost := false, false
+	for ctx.Err() == nil {
+		msg, err := ps.ReceiveTimeout(ctx, purgeHealthCheck)
+		if err != nil {
+			var ne net.Error
+			if subscribed && errors.As(err, &ne) && ne.Timeout() {
+				err = ps.Ping(ctx) // quiet for a while: is Redis still there?
+			}
+			if err != nil && ctx.Err() == nil {
+				s.down(err, subscribed)
+				subscribed, lost = false, true
+				sleepCtx(ctx, b.next())
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" && m.Channel == s.channel {
+				subscribed = true
+				b.reset()
+				metrics.channelUp.WithLabelValues(s.channel).Set(1)
+				s.logger.Info("purge channel subscribed", zap.String("channel", s.channel), zap.Bool("after_loss", lost))
+				if lost {
+					s.purge(nil)
+					lost = false
+				}
+			}
+		case *redis.Message:
+			s.handle(m.Payload)
+		}
+	}
+}
+
+func (s *subscriber) down(err error, wasUp bool) {
+	metrics.channelUp.WithLabelValues(s.channel).Set(0)
+	level := zapcore.DebugLevel // retries while down
+	if wasUp {
+		level = zapcore.WarnLevel
+	}
+	if ce := s.logger.Check(level, "purge channel down; retrying"); ce != nil {
+		ce.Write(zap.String("channel", s.channel), zap.Error(err))
+	}
+}
+
+// handle applies one message. An unexpected message is ignored with a
+// warning; its text only at debug level.
+func (s *subscriber) handle(payload string) {
+	key, ok := purgeMessage(payload)
+	if !ok {
+		s.logger.Warn("purge channel: ignored a message that is neither a token's hex SHA-256 nor *",
+			zap.String("channel", s.channel), zap.Int("length", len(payload)))
+		if ce := s.logger.Check(zapcore.DebugLevel, "purge channel: the ignored message"); ce != nil {
+			ce.Write(zap.String("message", payload))
+		}
+		return
+	}
+	n := s.purge(key)
+	if ce := s.logger.Check(zapcore.DebugLevel, "purge channel: purged"); ce != nil {
+		ce.Write(zap.String("channel", s.channel), zap.Bool("all", key == nil), zap.Int("entries", n))
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
