@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/maypok86/otter/v2"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -68,6 +69,14 @@ type IntrospectAccounts struct {
 	// useful entries (by frequency and recency) are evicted.
 	// Default: 100000.
 	MaxEntries int `json:"max_entries,omitempty"`
+
+	// TLS configures the connection to the app when URL is https: a trust
+	// pool for a private CA, a client certificate for mutual TLS, the
+	// server name; the same options as reverse_proxy's http transport
+	// (tls_trust_pool, tls_client_auth, tls_server_name in the
+	// Caddyfile). Placeholders are expanded in file paths. Default: the
+	// system's roots, no client certificate.
+	TLS *reverseproxy.TLSConfig `json:"tls,omitempty"`
 
 	// PurgeChannel, if set, is the Redis channel on which the app
 	// publishes revoked tokens (the hex SHA-256 of a token, or "*" for
@@ -156,8 +165,12 @@ func (s *IntrospectAccounts) Provision(ctx caddy.Context) error {
 	s.headers.Set("Accept", "application/json")
 	s.headers.Set("User-Agent", userAgent)
 	s.URL = u.String()
+	transport := newTransport(time.Duration(s.Timeout), time.Duration(s.Timeout))
+	if transport.TLSClientConfig, err = tlsClientConfig(ctx, s.TLS); err != nil {
+		return fmt.Errorf("introspect: tls: %v", err)
+	}
 	s.client = &http.Client{
-		Transport: newTransport(time.Duration(s.Timeout), time.Duration(s.Timeout)),
+		Transport: transport,
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse // a redirect is not an answer
 		},
@@ -175,11 +188,11 @@ func (s *IntrospectAccounts) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("introspect: cache: %v", err)
 	}
 	s.cache = val.(*introspectCache)
-	return s.provisionPurgeChannel(repl)
+	return s.provisionPurgeChannel(ctx, repl)
 }
 
 // provisionPurgeChannel subscribes the cache to the purge channel, if any.
-func (s *IntrospectAccounts) provisionPurgeChannel(repl *caddy.Replacer) error {
+func (s *IntrospectAccounts) provisionPurgeChannel(ctx caddy.Context, repl *caddy.Replacer) error {
 	pc := s.PurgeChannel
 	if pc == nil {
 		return nil
@@ -191,7 +204,11 @@ func (s *IntrospectAccounts) provisionPurgeChannel(repl *caddy.Replacer) error {
 	if url == "" {
 		return errors.New("introspect: purge_channel: a Redis URL is required")
 	}
-	sub, err := loadSubscriber(url, pc.Channel, s.logger)
+	tlsConfig, err := tlsClientConfig(ctx, pc.TLS)
+	if err != nil {
+		return fmt.Errorf("introspect: purge_channel: tls: %v", err)
+	}
+	sub, err := loadSubscriber(url, pc.Channel, pc.TLS, tlsConfig, s.logger)
 	if err != nil {
 		return err
 	}
@@ -389,7 +406,14 @@ func purgeIntrospectCaches(key *[sha256.Size]byte) int {
 //	    cache_ttl    <duration>       # default 30s
 //	    negative_ttl <duration>       # default 5s
 //	    max_entries  <n>              # default 100000
-//	    purge_channel <redis-url> [<channel>]  # default channel whatsapp_media:purge
+//	    tls_trust_pool  <module> [<args...>]  # reverse_proxy's TLS client options,
+//	    tls_client_auth <cert.pem> <key.pem>  # for an https:// url
+//	    tls_server_name <name>
+//	    purge_channel <redis-url> [<channel>] {  # default channel whatsapp_media:purge
+//	        tls_trust_pool  <module> [<args...>]  # the same, for a rediss:// url
+//	        tls_client_auth <cert.pem> <key.pem>
+//	        tls_server_name <name>
+//	    }
 //	}
 func (s *IntrospectAccounts) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume the source name ("introspect")
@@ -430,15 +454,9 @@ func (s *IntrospectAccounts) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "purge_channel":
-			pc := &PurgeChannel{}
-			if !d.Args(&pc.URL) {
-				return d.ArgErr()
+			if err := s.unmarshalPurgeChannel(d); err != nil {
+				return err
 			}
-			d.Args(&pc.Channel)
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			s.PurgeChannel = pc
 		case "max_entries":
 			var v string
 			if !d.AllArgs(&v) {
@@ -450,9 +468,38 @@ func (s *IntrospectAccounts) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			s.MaxEntries = n
 		default:
+			if ok, err := unmarshalTLSOption(d, &s.TLS); ok || err != nil {
+				if err != nil {
+					return err
+				}
+				continue
+			}
 			return d.Errf("unrecognized accounts introspect option '%s'", opt)
 		}
 	}
+	return nil
+}
+
+// unmarshalPurgeChannel parses purge_channel <url> [<channel>], with an
+// optional block of TLS client options for Redis.
+func (s *IntrospectAccounts) unmarshalPurgeChannel(d *caddyfile.Dispenser) error {
+	pc := &PurgeChannel{}
+	if !d.Args(&pc.URL) {
+		return d.ArgErr()
+	}
+	d.Args(&pc.Channel)
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if ok, err := unmarshalTLSOption(d, &pc.TLS); !ok || err != nil {
+			if err != nil {
+				return err
+			}
+			return d.Errf("unrecognized purge_channel option '%s'", d.Val())
+		}
+	}
+	s.PurgeChannel = pc
 	return nil
 }
 

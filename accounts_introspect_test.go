@@ -458,7 +458,7 @@ func TestIntrospectPurgeChannelDefaults(t *testing.T) {
 	p := newIntrospect(t, app, func(p *IntrospectAccounts) { p.PurgeChannel = s.PurgeChannel })
 	assert.Less(t, time.Since(start), 2*time.Second)
 	assert.Equal(t, DefaultPurgeChannel, p.PurgeChannel.Channel)
-	_, err := loadSubscriber("redis://:secret@[::1", "c", zap.NewNop())
+	_, err := loadSubscriber("redis://:secret@[::1", "c", nil, nil, zap.NewNop())
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), "secret")
 }

@@ -3,6 +3,8 @@ package whatsappmedia
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 	"go.uber.org/zap"
@@ -43,6 +46,12 @@ type PurgeChannel struct {
 
 	// Channel is the channel subscribed to. Default: whatsapp_media:purge.
 	Channel string `json:"channel,omitempty"`
+
+	// TLS configures the connection to Redis for a rediss:// URL, with the
+	// same options as reverse_proxy's http transport (tls_trust_pool,
+	// tls_client_auth, tls_server_name in the Caddyfile). Default: the
+	// system's roots, no client certificate.
+	TLS *reverseproxy.TLSConfig `json:"tls,omitempty"`
 }
 
 // purgeMessage parses a message of the purge channel: the key of the
@@ -94,21 +103,39 @@ type subscriber struct {
 	ps     *redis.PubSub            // set by run
 }
 
-func subscriberKey(url, channel string) string { return channel + "\x00" + url }
+// subscriberKey names a subscriber: its channel, URL and TLS options.
+func subscriberKey(url, channel string, t *reverseproxy.TLSConfig) string {
+	key := channel + "\x00" + url
+	if t != nil {
+		b, _ := json.Marshal(t)
+		key += "\x00" + string(b)
+	}
+	return key
+}
 
-// loadSubscriber returns the subscriber of (url, channel), starting it
-// if this is its first user. It never waits for Redis.
-func loadSubscriber(url, channel string, logger *zap.Logger) (*subscriber, error) {
-	v, _, err := subscribers.LoadOrNew(subscriberKey(url, channel), func() (caddy.Destructor, error) {
+// loadSubscriber returns the subscriber of (url, channel, TLS options),
+// starting it if this is its first user. It never waits for Redis.
+func loadSubscriber(url, channel string, t *reverseproxy.TLSConfig, tlsConfig *tls.Config, logger *zap.Logger) (*subscriber, error) {
+	key := subscriberKey(url, channel, t)
+	v, _, err := subscribers.LoadOrNew(key, func() (caddy.Destructor, error) {
 		opts, err := redis.ParseURL(url)
 		if err != nil {
 			return nil, fmt.Errorf("purge_channel: %v", redactURLError(err))
+		}
+		if tlsConfig != nil {
+			if opts.TLSConfig == nil {
+				return nil, errors.New("purge_channel: TLS options need a rediss:// URL")
+			}
+			if tlsConfig.ServerName == "" {
+				tlsConfig.ServerName = opts.TLSConfig.ServerName
+			}
+			opts.TLSConfig = tlsConfig
 		}
 		// Maintenance notifications are for Redis Enterprise and
 		// cluster handoffs; against plain Redis they only log noise.
 		opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 		opts.DialTimeout = 5 * time.Second
-		s := &subscriber{key: subscriberKey(url, channel), channel: channel, client: redis.NewClient(opts), logger: logger,
+		s := &subscriber{key: key, channel: channel, client: redis.NewClient(opts), logger: logger,
 			done: make(chan struct{}), caches: map[*introspectCache]int{}}
 		ctx, cancel := context.WithCancel(context.Background())
 		s.cancel = cancel

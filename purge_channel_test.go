@@ -135,6 +135,6 @@ func TestPurgeChannel(t *testing.T) {
 	// The last source gone, the subscriber stops (goleak checks).
 	require.NoError(t, s.Cleanup())
 	s.subscriber = nil
-	_, ok := subscribers.References(subscriberKey(rs.URL(), DefaultPurgeChannel))
+	_, ok := subscribers.References(subscriberKey(rs.URL(), DefaultPurgeChannel, nil))
 	assert.False(t, ok)
 }
