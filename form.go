@@ -138,7 +138,7 @@ func (f *form) finish(mimeType string, decided bool) func() error {
 		if ae := f.rest(); ae != nil {
 			return ae
 		}
-		if late := media.Type(f.typeField); !decided && !media.IsGeneric(late) && late != mimeType {
+		if !decided && media.HintExcludes(f.typeField, mimeType) {
 			return errLateType
 		}
 		return nil

@@ -24,10 +24,11 @@ var ceilingTypes = []string{
 	"audio/aac", "audio/amr", "audio/mpeg", "audio/mp4", "audio/ogg", "audio/opus",
 }
 
-// rawSized is a mode B upload of n bytes with a Content-Length, whose
+// rawSized is a mode B upload of n bytes of no known type (nothing for
+// the declared type to be contradicted by) with a Content-Length, whose
 // reads are tracked.
 func (e *env) rawSized(typ string, n int64) (*http.Request, *readTracker) {
-	body := &readTracker{r: &patternReader{n: n}}
+	body := &readTracker{r: io.LimitReader(zeros{}, n)}
 	req := e.rawUpload(tokPremium, body, map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": typ})
 	req.ContentLength = n
 	return req, body
@@ -213,4 +214,12 @@ func BenchmarkRouteOtherPaths(b *testing.B) {
 			b.Fatal(k)
 		}
 	}
+}
+
+// zeros reads as zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }

@@ -29,9 +29,10 @@ import (
 // nginx's lingering_close, within bounds: at most max_size + 16 MiB read
 // in all, at most 30 s, and no more than min(stall_timeout, 5s) without a
 // byte. A body drained to its end leaves the connection open for the next
-// request. It closes instead, without reading, when
-//   - the client sent Expect: 100-continue and was never told to go on:
-//     it waits for the answer and sends nothing;
+// request. A client that sent Expect: 100-continue and was never told to
+// go on gets Connection: close with its answer, and what it sends after
+// (having given up waiting) is drained the same way. It closes, without
+// reading, when
 //   - the declared Content-Length is beyond the bound: such a client may
 //     still see a reset while it writes;
 //   - a read of the body already failed (the stall guard moved the read
@@ -86,9 +87,10 @@ func (b *clientBody) Close() error { return b.rc.Close() }
 type lingerMode int
 
 const (
-	lingerNone  lingerMode = iota // nothing left to read: answer and keep the connection
-	lingerClose                   // answer with Connection: close
-	lingerDrain                   // answer, then drain the body within the bounds
+	lingerNone       lingerMode = iota // nothing left to read: answer and keep the connection
+	lingerClose                        // answer with Connection: close
+	lingerDrain                        // answer, then drain the body within the bounds
+	lingerDrainClose                   // the same, with Connection: close
 )
 
 func (h *Handler) lingerMode(r *http.Request, b *clientBody) lingerMode {
@@ -97,10 +99,14 @@ func (h *Handler) lingerMode(r *http.Request, b *clientBody) lingerMode {
 		return lingerNone
 	case b.err != nil:
 		return lingerClose
-	case !b.read && r.ProtoAtLeast(1, 1) && strings.Contains(strings.ToLower(r.Header.Get("Expect")), "100-continue"):
-		return lingerClose
 	case r.ContentLength > h.MaxSize+lingerExtra:
 		return lingerClose
+	case !b.read && r.ProtoAtLeast(1, 1) && strings.Contains(strings.ToLower(r.Header.Get("Expect")), "100-continue"):
+		// Told nothing yet, the client may still be waiting (it then
+		// reads the answer and sends nothing), or have given up waiting
+		// and be sending its body (Go's client after a second): answer
+		// with Connection: close, and drain what comes.
+		return lingerDrainClose
 	}
 	return lingerDrain
 }
@@ -114,13 +120,16 @@ func (h *Handler) lingerIdle() time.Duration {
 // answerAndLinger writes a refusal and ends the connection as lingerMode
 // decides.
 func (h *Handler) answerAndLinger(w http.ResponseWriter, r *http.Request, b *clientBody, ae *apiError) {
-	switch h.lingerMode(r, b) {
+	switch mode := h.lingerMode(r, b); mode {
 	case lingerNone:
 		writeError(w, ae)
 	case lingerClose:
 		w.Header().Set("Connection", "close")
 		writeError(w, ae)
-	case lingerDrain:
+	case lingerDrain, lingerDrainClose:
+		if mode == lingerDrainClose {
+			w.Header().Set("Connection", "close")
+		}
 		rc := http.NewResponseController(w)
 		// Without full duplex, net/http would read up to 256 KiB of the
 		// body itself before writing the answer's header.
@@ -149,7 +158,7 @@ func (h *Handler) drain(rc *http.ResponseController, b *clientBody) {
 		if rc.SetReadDeadline(deadline) != nil {
 			return // not a connection of net/http's (a test's recorder): nothing to protect
 		}
-		_, _ = b.Read(*bp)
+		_, _ = b.Read((*bp)[:min(int64(len(*bp)), limit-b.n+1)])
 	}
 	_ = rc.SetReadDeadline(time.Time{})
 	metrics.drained.Add(float64(b.n - from))

@@ -43,7 +43,8 @@ func TestLingerMode(t *testing.T) {
 		{"no body", req(0), nil, lingerNone},
 		{"read to its end", req(10), &clientBody{read: true, n: 10, err: io.EOF}, lingerNone},
 		{"a read failed (stall guard, client gone)", req(10), &clientBody{read: true, err: errors.New("i/o timeout")}, lingerClose},
-		{"Expect: 100-continue, never read", req(10, "Expect", "100-continue"), unread, lingerClose},
+		{"Expect: 100-continue, never read", req(10, "Expect", "100-continue"), unread, lingerDrainClose},
+		{"Expect: 100-continue, declared beyond the bound", req(1<<20+lingerExtra+1, "Expect", "100-continue"), unread, lingerClose},
 		{"Expect: 100-continue, read", req(10, "Expect", "100-Continue"), &clientBody{read: true, n: 4}, lingerDrain},
 		{"declared beyond max_size + 16 MiB", req(1<<20 + lingerExtra + 1), unread, lingerClose},
 		{"declared at the bound", req(1<<20 + lingerExtra), unread, lingerDrain},
@@ -141,8 +142,8 @@ func TestRefusalDrainsTheBody(t *testing.T) {
 func TestRefusalClosesWithoutReading(t *testing.T) {
 	e := newEnv(t, func(h *Handler) { h.MaxSize = 1 << 20 })
 	for _, c := range []struct{ name, head string }{
-		{"Expect: 100-continue, not yet sent", "Expect: 100-continue\r\nContent-Length: 8388608\r\n"},
 		{"declared beyond max_size + 16 MiB", "Content-Length: 10737418240\r\n"},
+		{"declared beyond, with Expect: 100-continue", "Expect: 100-continue\r\nContent-Length: 10737418240\r\n"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before := testutil.ToFloat64(metrics.drained)
@@ -198,4 +199,59 @@ func TestRefusalDrainBounds(t *testing.T) {
 		assert.Equal(t, 401, a.Status)
 		assert.True(t, conn.closed(5*time.Second), "a client that stopped sending holds the connection")
 	})
+}
+
+// TestRefusalExpectContinue: a client that asked to be told to go on and
+// was refused hears the answer with Connection: close, whether it keeps
+// waiting or, its wait over, sends its body anyway (Go's client does
+// after a second): that body is drained, not met with a reset.
+func TestRefusalExpectContinue(t *testing.T) {
+	e := newEnv(t, shortStall)
+	head := "POST /v2/media/upload HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer wrong\r\nContent-Type: image/jpeg\r\n" +
+		"X-Phone-Number-Id: " + phoneA + "\r\nExpect: 100-continue\r\nContent-Length: 4194304\r\n\r\n"
+	t.Run("the client keeps waiting", func(t *testing.T) {
+		conn := dialRaw(t, e)
+		_, err := conn.Write([]byte(head))
+		require.NoError(t, err)
+		resp, a := conn.answer(t)
+		assert.Equal(t, 401, a.Status)
+		assert.True(t, resp.Close)
+		assert.True(t, conn.closed(5*time.Second), "held past the idle bound")
+	})
+	t.Run("the client sends its body after its wait", func(t *testing.T) {
+		before := testutil.ToFloat64(metrics.drained)
+		conn := dialRaw(t, e)
+		_, err := conn.Write([]byte(head))
+		require.NoError(t, err)
+		resp, a := conn.answer(t)
+		assert.Equal(t, 401, a.Status)
+		assert.True(t, resp.Close)
+		_, err = conn.Write(fixtures.JPEG(4 << 20)) // as a client whose wait ran out before the answer came
+		require.NoError(t, err, "the body was met with a reset")
+		assert.True(t, conn.closed(5*time.Second))
+		assert.Equal(t, float64(4<<20), testutil.ToFloat64(metrics.drained)-before)
+	})
+}
+
+// TestRefusalSlowClientMetaRefuses: Meta refuses an upload half-way while
+// a slow but steady client is still sending (slower than the transport's
+// 32 KiB buffer fills within the idle bound): the client still writes its
+// whole body, and reads Meta's refusal.
+func TestRefusalSlowClientMetaRefuses(t *testing.T) {
+	e := newEnv(t, shortStall) // idle bound 300 ms
+	e.emu.Inject(metaemu.Fault{Route: "upload", Kind: metaemu.Answer, Status: 400, ContentType: "application/json",
+		Body: []byte(`{"error":{"message":"(#100) Invalid parameter","code":100}}`)})
+	body := fixtures.JPEG(64 << 10)
+	conn := dialRaw(t, e)
+	_, err := fmt.Fprintf(conn, "POST /v2/media/upload HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: image/jpeg\r\nX-Phone-Number-Id: %s\r\nContent-Length: %d\r\n\r\n", tokPremium, phoneA, len(body))
+	require.NoError(t, err)
+	for off := 0; off < len(body); off += 2 << 10 { // 2 KiB every 100 ms: 20 KiB/s
+		_, err := conn.Write(body[off:min(off+2<<10, len(body))])
+		require.NoError(t, err, "the gateway broke the connection at %d bytes", off)
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, a := conn.answer(t)
+	assert.Equal(t, 400, a.Status, a.Raw)
+	assert.Equal(t, codeMetaAPIError, a.Error)
 }

@@ -16,11 +16,16 @@ import (
 func resolveMIME(in media.Inputs) (string, *apiError) {
 	t, err := media.Resolve(in)
 	var unsupported *media.UnsupportedError
+	var wrongKind *media.KindError
 	switch {
 	case err == nil:
 		return t, nil
 	case errors.Is(err, media.ErrBadOverride):
-		return "", validationError("X-Upload-Type is not a MIME type")
+		return "", validationError("X-Upload-Type is neither a media kind (image, video, audio, document, sticker) nor a MIME type")
+	case errors.Is(err, media.ErrBadTypeField):
+		return "", validationError("type is neither a media kind (image, video, audio, document, sticker) nor a MIME type")
+	case errors.As(err, &wrongKind):
+		return "", newError(http.StatusUnsupportedMediaType, codeUnsupportedType, wrongKind.Error())
 	case errors.As(err, &unsupported):
 		return "", newError(http.StatusUnsupportedMediaType, codeUnsupportedType, unsupported.Error())
 	default:

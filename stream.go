@@ -81,8 +81,13 @@ func (l *limitReader) Read(p []byte) (int, error) {
 // returning. The sources of an upload hand out at most a few KiB a Read
 // (mime/multipart's reader buffers 4 KiB); net/http's transport writes,
 // and for a chunked body flushes, one chunk for every Read, so filling
-// its 32 KiB copy buffer first means far fewer chunks and writes.
-type fillReader struct{ r io.Reader }
+// its 32 KiB copy buffer first means far fewer chunks and writes. Once
+// stop is set it returns what it has, so that a slow client does not
+// hold a Read that requestBody.stop waits for.
+type fillReader struct {
+	r    io.Reader
+	stop *atomic.Bool
+}
 
 func (f fillReader) Read(p []byte) (int, error) {
 	n := 0
@@ -92,7 +97,7 @@ func (f fillReader) Read(p []byte) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		if m == 0 {
+		if m == 0 || (n > 0 && f.stop != nil && f.stop.Load()) {
 			break
 		}
 	}
@@ -198,6 +203,9 @@ type requestBody struct {
 	// reading is true while a Read waits on the source (the client), so
 	// that a stall can be blamed on the right side.
 	reading atomic.Bool
+	// stopping is set when stop begins: a fillReader below ends its Read
+	// at its next byte rather than filling its buffer.
+	stopping atomic.Bool
 }
 
 // newRequestBody returns a requestBody; its source r (and guard) must be
@@ -243,6 +251,7 @@ func (b *requestBody) Close() error { return nil }
 // The error that this provokes is reported as errBodyStopped; refusals
 // made before (a finish function's, the size limit's) are kept.
 func (b *requestBody) stop(w http.ResponseWriter, wait time.Duration) error {
+	b.stopping.Store(true)
 	forced := false
 	select {
 	case b.sem <- struct{}{}:

@@ -95,7 +95,7 @@ func (h *Handler) uploadRaw(w http.ResponseWriter, r *http.Request, acct *Accoun
 	if ae != nil {
 		return ae
 	}
-	return h.sendToMeta(w, r, acct, metaUpload{phone: phone, file: metaFile{
+	return h.sendToMeta(w, r, acct, metaUpload{phone: phone, head: in.Head, file: metaFile{
 		mimeType: mimeType, filename: in.Filename, body: br, size: r.ContentLength,
 	}})
 }
@@ -143,6 +143,7 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 		if ae == nil {
 			return h.sendToMeta(w, r, acct, metaUpload{
 				phone:  f.phone,
+				head:   in.Head,
 				file:   metaFile{mimeType: mimeType, filename: in.Filename, body: src, size: -1},
 				finish: f.finish(mimeType, decided),
 			})
@@ -188,7 +189,7 @@ func (h *Handler) uploadSpooled(w http.ResponseWriter, r *http.Request, acct *Ac
 	if _, err := spool.f.Seek(0, io.SeekStart); err != nil {
 		return errInternal.withCause(err)
 	}
-	return h.sendToMeta(w, r, acct, metaUpload{phone: f.phone, file: metaFile{
+	return h.sendToMeta(w, r, acct, metaUpload{phone: f.phone, head: spool.head, file: metaFile{
 		mimeType: mimeType, filename: in.Filename, body: spool.f, size: size,
 	}})
 }
@@ -197,6 +198,9 @@ func (h *Handler) uploadSpooled(w http.ResponseWriter, r *http.Request, acct *Ac
 type metaUpload struct {
 	phone string
 	file  metaFile
+	// head returns the file's first bytes (media.SniffLen of them), for
+	// checking the type declared against them.
+	head func() []byte
 	// finish, if set, runs when the file's bytes have been read, before
 	// the multipart body to Meta is closed; its error cancels the upload.
 	finish func() error
@@ -206,7 +210,7 @@ type metaUpload struct {
 // is known is checked against its size limit and for emptiness first, so
 // that a raw body with a Content-Length is refused before one byte of it
 // is read; one whose length is not known is cut off the moment it crosses
-// the limit.
+// the limit. Then its first bytes must not contradict its type.
 func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Account, u metaUpload) *apiError {
 	limit, tooLarge := h.sizeLimit(u.file.mimeType)
 	switch {
@@ -214,6 +218,10 @@ func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Accou
 		return tooLarge
 	case u.file.size == 0:
 		return errEmptyFile
+	}
+	if detected, bad := media.Contradicts(u.file.mimeType, u.head()); bad {
+		return newError(http.StatusUnsupportedMediaType, codeUnsupportedType,
+			"The file was sent as "+u.file.mimeType+", but its bytes are "+detected)
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
@@ -272,7 +280,7 @@ func (h *Handler) newClientFile(w http.ResponseWriter, u metaUpload, limit int64
 		}
 		cancel()
 	})
-	c.file = &limitReader{r: fillReader{progressReader{u.file.body, c.guard}}, max: limit}
+	c.file = &limitReader{r: fillReader{r: progressReader{u.file.body, c.guard}, stop: &c.body.stopping}, max: limit}
 	var src io.Reader = c.file
 	if u.finish != nil {
 		src = io.MultiReader(c.file, &funcReader{fn: u.finish})

@@ -154,20 +154,22 @@ func TestUploadRawMIME(t *testing.T) {
 
 func TestUploadMultipartFieldOrders(t *testing.T) {
 	data := fixtures.JPEG(300_000)
+	blob := make([]byte, 300_000) // bytes of no known type: nothing to sniff, nothing to contradict
 	cases := []struct {
 		name     string
 		parts    []formPart
 		header   string // X-Phone-Number-Id
 		spooled  bool
 		mimeType string
+		file     []byte // the file's bytes when not data
 	}{
-		{"phone then file (curl order)", []formPart{field("phoneNumberId", phoneA), filePart("photo.jpg", "image/jpeg", data)}, "", false, "image/jpeg"},
-		{"file then phone", []formPart{filePart("photo.jpg", "image/jpeg", data), field("phoneNumberId", phoneA)}, "", true, "image/jpeg"},
-		{"phone in header", []formPart{filePart("photo.jpg", "image/jpeg", data)}, phoneA, false, "image/jpeg"},
-		{"type field for generic part", []formPart{field("phoneNumberId", phoneA), field("type", "image/png"), filePart("blob", "application/octet-stream", data)}, "", false, "image/png"},
-		{"type after spooled file is used", []formPart{filePart("blob", "application/octet-stream", data), field("phoneNumberId", phoneA), field("type", "image/png")}, "", true, "image/png"},
-		{"extra fields ignored", []formPart{field("caption", "hi"), field("phoneNumberId", phoneA), filePart("photo.jpg", "", data), field("trailer", "x")}, "", false, "image/jpeg"},
-		{"sniffed", []formPart{field("phoneNumberId", phoneA), filePart("noext", "", data)}, "", false, "image/jpeg"},
+		{"phone then file (curl order)", []formPart{field("phoneNumberId", phoneA), filePart("photo.jpg", "image/jpeg", data)}, "", false, "image/jpeg", nil},
+		{"file then phone", []formPart{filePart("photo.jpg", "image/jpeg", data), field("phoneNumberId", phoneA)}, "", true, "image/jpeg", nil},
+		{"phone in header", []formPart{filePart("photo.jpg", "image/jpeg", data)}, phoneA, false, "image/jpeg", nil},
+		{"type field for generic part", []formPart{field("phoneNumberId", phoneA), field("type", "image/png"), filePart("blob", "application/octet-stream", blob)}, "", false, "image/png", blob},
+		{"type after spooled file is used", []formPart{filePart("blob", "application/octet-stream", blob), field("phoneNumberId", phoneA), field("type", "image/png")}, "", true, "image/png", blob},
+		{"extra fields ignored", []formPart{field("caption", "hi"), field("phoneNumberId", phoneA), filePart("photo.jpg", "", data), field("trailer", "x")}, "", false, "image/jpeg", nil},
+		{"sniffed", []formPart{field("phoneNumberId", phoneA), filePart("noext", "", data)}, "", false, "image/jpeg", nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -176,7 +178,11 @@ func TestUploadMultipartFieldOrders(t *testing.T) {
 			if c.header != "" {
 				req.Header.Set("X-Phone-Number-Id", c.header)
 			}
-			up := e.checkStored(e.do(req), data, c.mimeType)
+			want := data
+			if c.file != nil {
+				want = c.file
+			}
+			up := e.checkStored(e.do(req), want, c.mimeType)
 			if c.spooled {
 				// A spooled file's length is known: exact Content-Length.
 				assert.Equal(t, up.BodyBytes, up.ContentLength)
@@ -586,4 +592,80 @@ func TestUploadPercentEncodedFilenames(t *testing.T) {
 	a := e.do(e.rawUpload(tokPremium, bytes.NewReader(data), map[string]string{
 		"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg", "X-Filename": "%E5%86%99%E7%9C%9F%201.jpg"}))
 	assert.Equal(t, "写真 1.jpg", e.checkStored(a, data, "image/jpeg").FileName)
+}
+
+// TestUploadKindsAndBytes: media kinds are hints alike in both modes,
+// and a declared type that the file's bytes contradict never reaches
+// Meta; every sample of a supported type goes through, and back.
+func TestUploadKindsAndBytes(t *testing.T) {
+	e := newEnv(t)
+	jpeg := fixtures.Sample("image/jpeg")
+	raw := func(data []byte, hdr map[string]string) answer {
+		h := map[string]string{"X-Phone-Number-Id": phoneA}
+		for k, v := range hdr {
+			h[k] = v
+		}
+		return e.do(e.rawUpload(tokPremium, bytes.NewReader(data), h))
+	}
+	t.Run("a kind in either mode", func(t *testing.T) {
+		a := raw(jpeg, map[string]string{"X-Upload-Type": "image"})
+		assert.Equal(t, 200, a.Status, a.Raw)
+		assert.Equal(t, "image/jpeg", a.Data.MimeType)
+		a = e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA), field("type", "image"), filePart("p", "", jpeg)))
+		assert.Equal(t, 200, a.Status, a.Raw)
+		assert.Equal(t, "image/jpeg", a.Data.MimeType)
+		a = e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA), field("type", "document"),
+			filePart("report.pdf", "", fixtures.Sample("application/pdf"))))
+		assert.Equal(t, 200, a.Status, a.Raw)
+		assert.Equal(t, "application/pdf", a.Data.MimeType)
+	})
+	e.emu.Reset()
+	t.Run("a type outside the kind, a word that is neither", func(t *testing.T) {
+		a := raw(jpeg, map[string]string{"X-Upload-Type": "video", "Content-Type": "image/jpeg"})
+		assert.Equal(t, 415, a.Status, a.Raw)
+		assert.Contains(t, a.Message, "image/jpeg")
+		assert.Contains(t, a.Message, "video")
+		a = e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA), field("type", "audio"), filePart("p.jpg", "image/jpeg", jpeg)))
+		assert.Equal(t, 415, a.Status, a.Raw)
+		for _, bad := range []answer{
+			raw(jpeg, map[string]string{"X-Upload-Type": "picture"}),
+			e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA), field("type", "picture"), filePart("p.jpg", "image/jpeg", jpeg))),
+		} {
+			assert.Equal(t, 400, bad.Status, bad.Raw)
+			assert.Contains(t, bad.Message, "neither a media kind")
+		}
+		assert.Empty(t, e.emu.Requests())
+	})
+	t.Run("declared types checked against the bytes", func(t *testing.T) {
+		exe := make([]byte, 4096)
+		copy(exe, "MZ")
+		exe[0x3C] = 0x80
+		copy(exe[0x80:], "PE\x00\x00\x4c\x01")
+		for _, c := range []struct {
+			data     []byte
+			declared string
+		}{
+			{exe, "image/jpeg"}, {fixtures.Sample("application/pdf"), "image/jpeg"}, {jpeg, "video/mp4"},
+		} {
+			a := raw(c.data, map[string]string{"Content-Type": c.declared})
+			assert.Equal(t, 415, a.Status, a.Raw)
+			assert.Contains(t, a.Message, c.declared)
+			a = e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA), filePart("f", c.declared, c.data)))
+			assert.Equal(t, 415, a.Status, "streamed: %s", a.Raw)
+			a = e.do(e.formUpload(tokPremium, filePart("f", c.declared, c.data), field("phoneNumberId", phoneA)))
+			assert.Equal(t, 415, a.Status, "spooled: %s", a.Raw)
+		}
+		assert.Empty(t, e.emu.Requests(), "nothing reached Meta")
+	})
+	t.Run("every supported type goes through, and back", func(t *testing.T) {
+		for _, typ := range fixtures.SampleTypes() {
+			data := fixtures.Sample(typ)
+			a := raw(data, map[string]string{"Content-Type": typ})
+			require.Equal(t, 200, a.Status, "%s: %s", typ, a.Raw)
+			assert.Equal(t, typ, a.Data.MimeType)
+			resp := e.download(a.Data.MediaID, "", nil)
+			assert.Equal(t, 200, resp.StatusCode, typ)
+			assert.Equal(t, data, readAll(t, resp), typ)
+		}
+	})
 }

@@ -53,7 +53,7 @@ func TestEndToEndRefuseEarly(t *testing.T) {
 	})
 
 	t.Run("a chunked 20 MB MP4 is cut at the ceiling", func(t *testing.T) {
-		mp4 := write("big.mp4", fixtures.JPEG(20<<20))
+		mp4 := write("big.mp4", append(fixtures.Sample("video/mp4"), make([]byte, 20<<20)...))
 		emu.Reset()
 		out := upload("-H", "Content-Type: video/mp4", "-H", "Transfer-Encoding: chunked", "--data-binary", "@"+mp4)
 		assert.Contains(t, out, `"error":"PAYLOAD_TOO_LARGE"`)

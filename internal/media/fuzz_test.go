@@ -95,18 +95,27 @@ func FuzzResolveMIME(f *testing.F) {
 	f.Add("", "application/octet-stream", "", "photo.jpg", []byte("\xff\xd8\xff\xe0"))
 	f.Add("image/gif", "", "", "", []byte{})
 	f.Add("", "", "audio/ogg; codecs=opus", "a", []byte("OggS"))
+	f.Add("image", "video/mp4", "", "", []byte{})
+	f.Add("", "", "Document", "a.pdf", []byte("%PDF-1.4"))
 	f.Fuzz(func(t *testing.T, override, partType, typeField, filename string, head []byte) {
 		got, err := Resolve(Inputs{Override: override, PartType: partType, TypeField: typeField,
 			Filename: filename, Head: func() []byte { return head }})
 		var unsupported *UnsupportedError
+		var wrongKind *KindError
 		if err != nil {
-			if !errors.Is(err, ErrBadOverride) && !errors.Is(err, ErrUndetermined) && !errors.As(err, &unsupported) {
+			if !errors.Is(err, ErrBadOverride) && !errors.Is(err, ErrBadTypeField) && !errors.Is(err, ErrUndetermined) &&
+				!errors.As(err, &unsupported) && !errors.As(err, &wrongKind) {
 				t.Fatalf("error %v", err)
 			}
 			return
 		}
 		if IsGeneric(got) || !Supported(got) {
 			t.Fatalf("type %q", got)
+		}
+		for _, hint := range []string{override, typeField} {
+			if k := Kind(hint); k != "" && !InKind(k, got) {
+				t.Fatalf("%q is not of the kind %q asked", got, k)
+			}
 		}
 	})
 }

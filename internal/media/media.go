@@ -7,7 +7,6 @@ package media
 import (
 	"errors"
 	"mime"
-	"net/http"
 	"path"
 	"strings"
 )
@@ -59,15 +58,6 @@ var typesByExtension = map[string]string{
 	".zip": "application/zip", ".html": "text/html", ".htm": "text/html",
 	".json": "application/json", ".csv": "text/csv", ".exe": "application/octet-stream",
 }
-
-// sniffAliases maps what http.DetectContentType answers to the type
-// WhatsApp knows the same bytes by.
-var sniffAliases = map[string]string{
-	"application/ogg": "audio/ogg",
-}
-
-// SniffLen is how many leading bytes content sniffing looks at.
-const SniffLen = 512
 
 // Supported reports whether WhatsApp accepts files of type t.
 func Supported(t string) bool {
@@ -122,9 +112,17 @@ type Inputs struct {
 
 // Errors of Resolve.
 var (
-	ErrBadOverride  = errors.New("the override is not a MIME type")
+	ErrBadOverride  = errors.New("the override is neither a media kind nor a MIME type")
+	ErrBadTypeField = errors.New("the type field is neither a media kind nor a MIME type")
 	ErrUndetermined = errors.New("the file's type could not be determined")
 )
+
+// KindError is a file whose type is not of the media kind it was sent as.
+type KindError struct{ Kind, Type string }
+
+func (e *KindError) Error() string {
+	return "The file's type, " + e.Type + ", is not a WhatsApp " + e.Kind + " type"
+}
 
 // UnsupportedError is a MIME type WhatsApp does not accept.
 type UnsupportedError struct{ Type string }
@@ -133,9 +131,38 @@ func (e *UnsupportedError) Error() string { return "WhatsApp does not accept fil
 
 // Resolve picks the MIME type to send to Meta: the first specific type
 // among the override, the part or body type, the type field and the
-// filename's extension; failing those, the sniffed type. A generic type
-// is never returned.
+// filename's extension; failing those, the detected type. A generic type
+// is never returned. The override or the type field may name a media kind
+// (image, video, audio, document, sticker) instead of a type: the type
+// then comes from the other clues, and must be of that kind.
 func Resolve(in Inputs) (string, error) {
+	kind := ""
+	if k := Kind(in.Override); k != "" {
+		kind, in.Override = k, ""
+	}
+	if k := Kind(in.TypeField); k != "" {
+		kind, in.TypeField = k, ""
+	} else if strings.TrimSpace(in.TypeField) != "" && Type(in.TypeField) == "" {
+		return "", ErrBadTypeField
+	}
+	t, err := resolveType(in)
+	if err == nil && kind != "" && !InKind(kind, t) {
+		return "", &KindError{Kind: kind, Type: t}
+	}
+	return t, err
+}
+
+// HintExcludes reports whether a type hint (a type field, a kind) rules
+// out type t: a kind t is not of, or another specific type.
+func HintExcludes(hint, t string) bool {
+	if k := Kind(hint); k != "" {
+		return !InKind(k, t)
+	}
+	h := Type(hint)
+	return !IsGeneric(h) && h != t
+}
+
+func resolveType(in Inputs) (string, error) {
 	if in.Override != "" {
 		t := Type(in.Override)
 		if t == "" {
@@ -156,14 +183,8 @@ func Resolve(in Inputs) (string, error) {
 		}
 	}
 	if in.Head != nil {
-		if head := in.Head(); len(head) > 0 {
-			t := Type(http.DetectContentType(head))
-			if alias, ok := sniffAliases[t]; ok {
-				t = alias
-			}
-			if !IsGeneric(t) {
-				return checkSupported(t)
-			}
+		if t := Detect(in.Head()); t != "" {
+			return checkSupported(t)
 		}
 	}
 	return "", ErrUndetermined
