@@ -67,6 +67,14 @@ func newGraphClient(base string, hosts hostList, dialTimeout, responseTimeout ti
 // HTTP/2 client, which puts them all on one connection and allocates per
 // frame. BenchmarkMetaProtocol measures both.
 //
+// The idle pool keeps up to 256 connections a host (1024 in all), so that
+// a steady load of that many concurrent transfers reuses its connections
+// instead of opening (over TLS: a handshake with Meta) and closing one for
+// each transfer past the pool. With the former 32, 64 concurrent
+// transfers opened 0.39 new connections a transfer after warm-up; with
+// 256, none (go run ./bench -tls -ops conns; BENCHMARKS.md). An idle
+// connection holds its buffers, about 68 KiB, until IdleConnTimeout.
+//
 // The write buffer is 64 KiB, so that each chunk of a chunked upload body
 // (header and 32 KiB of data) leaves in one write: fewer write syscalls
 // for a multipart upload than with net/http's 4 KiB. The read buffer keeps
@@ -82,8 +90,8 @@ func newTransport(dialTimeout, responseTimeout time.Duration) *http.Transport {
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           dialer.DialContext,
 		Protocols:             protocols,
-		MaxIdleConns:          100,
-		MaxIdleConnsPerHost:   32,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   dialTimeout,
 		ExpectContinueTimeout: time.Second,

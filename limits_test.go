@@ -185,6 +185,10 @@ func TestNearMissRoutes(t *testing.T) {
 		{"GET", "/v2/media/123/download/", "GET /v2/media/{mediaId}/download"},
 		{"GET", "/v2/Media/123/DOWNLOAD", "GET /v2/media/{mediaId}/download"},
 		{"GET", "/v2/media/123/download;jsessionid=1", "GET /v2/media/{mediaId}/download"},
+		{"POST", "/v2/media/./upload", "POST /v2/media/upload"},
+		{"POST", "/v2/media/x/../upload", "POST /v2/media/upload"},
+		{"POST", "/v2/media/%2e/upload", "POST /v2/media/upload"},
+		{"GET", "/v2/media/123/download/.", "GET /v2/media/{mediaId}/download"},
 	} {
 		req, err := http.NewRequest(c.method, e.url(c.path), strings.NewReader("file bytes"))
 		require.NoError(t, err)

@@ -92,7 +92,7 @@ type Handler struct {
 	// max_size), or max_size when the length is unknown, before its file is
 	// read. An upload that would exceed the budget is refused at once with
 	// 503 SPOOL_FULL and Retry-After. Handlers sharing a spool_dir share
-	// its budget. Default: 2 GiB.
+	// its budget. It must be at least max_size. Default: 2 GiB.
 	SpoolBudget int64 `json:"spool_budget,omitempty"`
 
 	// DialTimeout is how long connecting to Meta may take, TLS handshake
@@ -245,6 +245,9 @@ func (h *Handler) Validate() error {
 	if !strings.HasPrefix(h.PathPrefix, "/") {
 		return fmt.Errorf("path_prefix must start with '/': %q", h.PathPrefix)
 	}
+	if (&url.URL{Path: h.PathPrefix}).EscapedPath() != h.PathPrefix {
+		return fmt.Errorf("path_prefix must need no escaping in a URL: %q", h.PathPrefix)
+	}
 	u, err := url.Parse(h.GraphURL)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" {
 		return fmt.Errorf("graph_url must be an absolute http(s) URL: %q", h.GraphURL)
@@ -261,8 +264,8 @@ func (h *Handler) Validate() error {
 	if fi, err := os.Stat(h.SpoolDir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("spool_dir %q is not a directory", h.SpoolDir)
 	}
-	if h.SpoolBudget < 0 {
-		return fmt.Errorf("spool_budget must be positive: %d", h.SpoolBudget)
+	if h.SpoolBudget < h.MaxSize {
+		return fmt.Errorf("spool_budget (%d) must be at least max_size (%d): an upload spooled at max_size could never fit", h.SpoolBudget, h.MaxSize)
 	}
 	return nil
 }

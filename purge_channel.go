@@ -31,6 +31,8 @@ const (
 	// purgeHealthCheck is how long the subscriber waits for a message
 	// before it pings Redis, to notice a connection that died silently.
 	purgeHealthCheck = 30 * time.Second
+	// purgeWarnEvery spaces the warnings while the channel stays down.
+	purgeWarnEvery = time.Minute
 )
 
 // PurgeChannel is a Redis channel on which the app publishes revoked
@@ -212,6 +214,7 @@ func (s *subscriber) run(ctx context.Context) {
 	s.mu.Unlock()
 	b := backoff{min: purgeBackoffMin, max: purgeBackoffMax}
 	subscribed, lost := false, false
+	var warned time.Time // the last warning while down
 	for ctx.Err() == nil {
 		msg, err := ps.ReceiveTimeout(ctx, purgeHealthCheck)
 		if err != nil {
@@ -220,7 +223,7 @@ func (s *subscriber) run(ctx context.Context) {
 				err = ps.Ping(ctx) // quiet for a while: is Redis still there?
 			}
 			if err != nil && ctx.Err() == nil {
-				s.down(err, subscribed)
+				s.down(err, subscribed || time.Since(warned) >= purgeWarnEvery, &warned)
 				subscribed, lost = false, true
 				sleepCtx(ctx, b.next())
 			}
@@ -229,7 +232,7 @@ func (s *subscriber) run(ctx context.Context) {
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" && m.Channel == s.channel {
-				subscribed = true
+				subscribed, warned = true, time.Time{}
 				b.reset()
 				metrics.channelUp.WithLabelValues(s.channel).Set(1)
 				s.logger.Info("purge channel subscribed", zap.String("channel", s.channel), zap.Bool("after_loss", lost))
@@ -244,13 +247,18 @@ func (s *subscriber) run(ctx context.Context) {
 	}
 }
 
-func (s *subscriber) down(err error, wasUp bool) {
+// down records a failed subscription. It warns when warn is set (the
+// channel was up, or the last warning is purgeWarnEvery old: a wrong
+// password or certificate must not fail silently); other retries are
+// logged at debug level.
+func (s *subscriber) down(err error, warn bool, warned *time.Time) {
 	metrics.channelUp.WithLabelValues(s.channel).Set(0)
-	level := zapcore.DebugLevel // retries while down
-	if wasUp {
+	level := zapcore.DebugLevel
+	if warn {
 		level = zapcore.WarnLevel
+		*warned = time.Now()
 	}
-	if ce := s.logger.Check(level, "purge channel down; retrying"); ce != nil {
+	if ce := s.logger.Check(level, "purge channel down; retrying; revocations do not reach this instance until it is back"); ce != nil {
 		ce.Write(zap.String("channel", s.channel), zap.Error(err))
 	}
 }

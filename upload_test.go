@@ -669,3 +669,17 @@ func TestUploadKindsAndBytes(t *testing.T) {
 		}
 	})
 }
+
+func TestValidateSpoolBudgetAndPrefix(t *testing.T) {
+	valid := func() *Handler {
+		return &Handler{PathPrefix: "/v2/media", GraphURL: "https://graph.facebook.com", GraphVersion: "v23.0",
+			SpoolDir: t.TempDir(), MaxSize: 5 << 30, SpoolBudget: 5 << 30}
+	}
+	require.NoError(t, valid().Validate())
+	h := valid()
+	h.SpoolBudget = 2 << 30
+	assert.ErrorContains(t, h.Validate(), "spool_budget", "an upload of max_size could never be spooled")
+	h = valid()
+	h.PathPrefix = "/media files"
+	assert.ErrorContains(t, h.Validate(), "path_prefix", "a prefix the escaped path never equals")
+}

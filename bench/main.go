@@ -37,6 +37,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
@@ -73,6 +74,7 @@ func main() {
 	concFlag := flag.String("conc", "1,8,32", "concurrency levels")
 	runs := flag.Int("runs", 5, "runs of each measurement (the median is printed)")
 	each := flag.Int("each", 1, "transfers each client makes one after the other in a run (for small files: a run long enough to time)")
+	useTLS := flag.Bool("tls", false, "serve the emulator over TLS (HTTP/2 offered, as Meta does); the Caddy processes trust it through SSL_CERT_FILE")
 	pprof := flag.Bool("pprof", false, "serve Caddy's admin API (with /debug/pprof/) for the gateway and reverse_proxy, on ports printed at start")
 	opsFlag := flag.String("ops", "upload-raw,upload-multipart,download,download-cold,rps", "what to measure")
 	flag.Parse()
@@ -85,7 +87,7 @@ func main() {
 	if *smoke {
 		sizes, conc, *runs, rpsFor = []int64{64 << 10}, []int{1, 2}, 1, 500*time.Millisecond
 	}
-	if err := run(strings.Split(*opsFlag, ","), sizes, conc, *runs, *each, rpsFor, *pprof); err != nil {
+	if err := run(strings.Split(*opsFlag, ","), sizes, conc, *runs, *each, rpsFor, *pprof, *useTLS); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -97,7 +99,7 @@ type contender struct {
 	pid  int    // the serving process, 0 for direct
 }
 
-func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Duration, pprof bool) error {
+func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Duration, pprof, useTLS bool) error {
 	dir, err := os.MkdirTemp("", "whatsapp-media-bench-*")
 	if err != nil {
 		return err
@@ -119,9 +121,31 @@ func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Du
 	if err := os.MkdirAll(filepath.Join(dir, "media"), 0o700); err != nil {
 		return err
 	}
-	emuSrv := httptest.NewServer(emu)
+	// Every connection made to the emulator (Meta) is counted.
+	var metaConns atomic.Int64
+	emuSrv := httptest.NewUnstartedServer(emu)
+	emuSrv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			metaConns.Add(1)
+		}
+	}
+	transport := &http.Transport{MaxIdleConnsPerHost: 128, DisableCompression: true}
+	var extraEnv []string
+	if useTLS {
+		emuSrv.EnableHTTP2 = true
+		emuSrv.StartTLS()
+		transport.TLSClientConfig = emuSrv.Client().Transport.(*http.Transport).TLSClientConfig
+		certFile := filepath.Join(dir, "emulator.pem")
+		if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: emuSrv.Certificate().Raw}), 0o600); err != nil {
+			return err
+		}
+		extraEnv = append(extraEnv, "SSL_CERT_FILE="+certFile)
+		emu.SetCDNBase(emuSrv.URL)
+	} else {
+		emuSrv.Start()
+	}
 	defer emuSrv.Close()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
+	client := &http.Client{Transport: transport}
 
 	// addPDF stores a random PDF of size bytes at the emulator and returns
 	// it with its media id and CDN URL.
@@ -168,7 +192,7 @@ func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Du
 			}
 			cmd = exec.Command(bin, "run", "--config", cfg, "--adapter", "caddyfile")
 		}
-		cmd.Env = append(os.Environ(), "HOME="+dir)
+		cmd.Env = append(append(os.Environ(), "HOME="+dir), extraEnv...)
 		if err := cmd.Start(); err != nil {
 			return contender{}, err
 		}
@@ -200,11 +224,12 @@ func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Du
 
 	fmt.Printf("# whatsapp_media benchmark\n\n%s, %d CPUs; %d run(s) a cell, median shown; %d transfer(s) a client a run.\n\n",
 		time.Now().UTC().Format(time.RFC3339), cpuCount(), runs, each)
-	fmt.Printf("SHA-256 on one core of this machine: %.0f MB/s, the CPU a download spends verifying Meta's digest.\n\n", sha256Speed())
-	fmt.Println("| op | size | conc | contender | median | MB/s | × reverse_proxy | server CPU | peak RSS growth | Graph metadata requests per download |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	shaMBps := sha256Speed()
+	fmt.Printf("SHA-256 on one core of this machine: %.0f MB/s, the CPU a download spends verifying Meta's digest.\n\n", shaMBps)
+	fmt.Println("| op | size | conc | contender | median | MB/s | × reverse_proxy | server CPU | peak RSS growth | Graph metadata requests per download | CPU × verified floor |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, op := range ops {
-		if op == "rps" {
+		if op == "rps" || op == "conns" {
 			continue
 		}
 		for _, size := range sizes {
@@ -250,6 +275,10 @@ func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Du
 					}
 				}
 				floor := median(times["reverse_proxy"])
+				// The verified floor of a download: reverse_proxy's CPU
+				// plus one SHA-256 of the bytes, at the speed measured above.
+				shaCPU := time.Duration(float64(size*int64(n*each)) / (shaMBps * 1e6) * float64(time.Second))
+				verifiedFloor := median(cpu["reverse_proxy"]) + shaCPU
 				for _, c := range contenders {
 					m := median(times[c.name])
 					mbps := float64(size) * float64(n*each) / m.Seconds() / 1e6
@@ -262,10 +291,19 @@ func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Du
 					if strings.HasPrefix(op, "download") && (c.name == "gateway" || c.name == "buffered") {
 						graph = fmt.Sprintf("%.2f", float64(graphReqs[c.name])/float64(runs*n*each))
 					}
-					fmt.Printf("| %s | %s | %d | %s | %v | %.0f | %.2f | %s | %s | %s |\n", op, human(size), n, c.name,
-						m.Round(time.Millisecond), mbps, float64(m)/float64(floor), cpuText, rssText, graph)
+					vs := "–"
+					if strings.HasPrefix(op, "download") && c.name == "gateway" && verifiedFloor > 0 {
+						vs = fmt.Sprintf("%.2f", float64(median(cpu[c.name]))/float64(verifiedFloor))
+					}
+					fmt.Printf("| %s | %s | %d | %s | %v | %.0f | %.2f | %s | %s | %s | %s |\n", op, human(size), n, c.name,
+						m.Round(time.Millisecond), mbps, float64(m)/float64(floor), cpuText, rssText, graph, vs)
 				}
 			}
+		}
+	}
+	if slices.Contains(ops, "conns") {
+		if err := connsUnderLoad(client, fresh, &metaConns, emu, addPDF); err != nil {
+			return err
 		}
 	}
 	if !slices.Contains(ops, "rps") {
@@ -609,4 +647,48 @@ func human(n int64) string {
 func cpuCount() int {
 	b, _ := os.ReadFile("/proc/cpuinfo")
 	return strings.Count(string(b), "processor\t:")
+}
+
+// connsUnderLoad measures the connections a contender opens to Meta under
+// a steady load: rounds of 64 concurrent transfers (32 uploads, 32
+// downloads of 1 MB), after two rounds of warm-up. Over TLS, every new
+// connection is a handshake with Meta.
+func connsUnderLoad(client *http.Client, fresh func(string, ...string) ([]contender, error),
+	metaConns *atomic.Int64, emu *metaemu.Server, addPDF func(int64) ([]byte, string, string, error)) error {
+	const conc, rounds, warm = 64, 5, 2
+	data, id, cdnURL, err := addPDF(1_000_000)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n| 64 concurrent transfers (32 uploads, 32 downloads of 1 MB) | new connections to Meta per transfer, after warm-up |\n| --- | --- |\n")
+	for _, name := range []string{"gateway", "reverse_proxy"} {
+		cs, err := fresh("conns", name)
+		if err != nil {
+			return err
+		}
+		var before int64
+		for r := 0; r < warm+rounds; r++ {
+			if r == warm {
+				before = metaConns.Load()
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, conc)
+			for i := 0; i < conc; i++ {
+				op := "download"
+				if i%2 == 0 {
+					op = "upload-raw"
+				}
+				wg.Go(func() { errs <- once(client, cs[0], op, data, id, cdnURL) })
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					return fmt.Errorf("%s: %v", name, err)
+				}
+			}
+		}
+		fmt.Printf("| %s | %.2f |\n", name, float64(metaConns.Load()-before)/float64(rounds*conc))
+	}
+	return nil
 }

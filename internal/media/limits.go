@@ -27,16 +27,22 @@ func Ceiling(t string) int64 { return ceilings[t] }
 
 // NormalizePath returns a URL path (escaped, as sent) the way a lenient
 // router reads it: lowercase, repeated slashes collapsed, ";" parameters
-// and a trailing slash dropped, and percent-escapes of unreserved
-// characters decoded. Escapes of other characters (an encoded slash) stay.
+// and a trailing slash dropped, percent-escapes of unreserved characters
+// decoded, and "." and ".." segments resolved (as WHATWG URL parsers do).
+// Escapes of other characters (an encoded slash) stay.
 func NormalizePath(escaped string) string {
 	segs := strings.Split(escaped, "/")
 	out := make([]string, 0, len(segs))
 	for _, s := range segs {
 		s, _, _ = strings.Cut(s, ";")
-		s = decodeUnreserved(s)
-		if s != "" {
-			out = append(out, strings.ToLower(s))
+		switch s = strings.ToLower(decodeUnreserved(s)); s {
+		case "", ".":
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+		default:
+			out = append(out, s)
 		}
 	}
 	return "/" + strings.Join(out, "/")

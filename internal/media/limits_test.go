@@ -38,6 +38,12 @@ func TestNormalizePath(t *testing.T) {
 		"":                           "/",
 		"/v2/media/%zz":              "/v2/media/%zz",
 		"/v2/media/upload%":          "/v2/media/upload%",
+		"/v2/media/./upload":         "/v2/media/upload",
+		"/v2/media/x/../upload":      "/v2/media/upload",
+		"/v2/media/%2e/upload":       "/v2/media/upload",
+		"/v2/media/upload/.":         "/v2/media/upload",
+		"/../../v2/media/upload":     "/v2/media/upload",
+		"/v2/media/123/download/.":   "/v2/media/123/download",
 	} {
 		assert.Equal(t, want, NormalizePath(in), in)
 	}
