@@ -458,15 +458,9 @@ func (s *IntrospectAccounts) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "max_entries":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
+			if err := parsePositiveArg(d, &s.MaxEntries); err != nil {
+				return err
 			}
-			n, err := strconv.Atoi(v)
-			if err != nil || n <= 0 {
-				return d.Errf("max_entries must be a positive number: '%s'", v)
-			}
-			s.MaxEntries = n
 		default:
 			if ok, err := unmarshalTLSOption(d, &s.TLS); ok || err != nil {
 				if err != nil {

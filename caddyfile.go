@@ -59,6 +59,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		switch opt {
 		case "path_prefix", "graph_url", "graph_version", "max_size", "spool_dir", "spool_budget":
 			var v string
+			var err error
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
 			}
@@ -76,19 +77,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				h.GraphVersion = v
 			case "max_size":
-				size, err := humanize.ParseBytes(v)
-				if err != nil || size == 0 || size > maxMaxSize {
-					return d.Errf("max_size must be a size such as 100MiB: '%s'", v)
+				if h.MaxSize, err = parseSize(d, opt, v, "100MiB"); err != nil {
+					return err
 				}
-				h.MaxSize = int64(size)
 			case "spool_dir":
 				h.SpoolDir = v
 			case "spool_budget":
-				size, err := humanize.ParseBytes(v)
-				if err != nil || size == 0 || size > maxMaxSize {
-					return d.Errf("spool_budget must be a size such as 2GiB: '%s'", v)
+				if h.SpoolBudget, err = parseSize(d, opt, v, "2GiB"); err != nil {
+					return err
 				}
-				h.SpoolBudget = int64(size)
 			}
 		case "disable_type_ceilings":
 			if d.NextArg() {
@@ -119,15 +116,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			ttl := caddy.Duration(dur)
 			h.MediaCacheTTL = &ttl
 		case "media_cache_entries":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
+			if err := parsePositiveArg(d, &h.MediaCacheEntries); err != nil {
+				return err
 			}
-			n, err := strconv.Atoi(v)
-			if err != nil || n <= 0 {
-				return d.Errf("media_cache_entries must be a positive number: '%s'", v)
-			}
-			h.MediaCacheEntries = n
 		case "media_hosts":
 			hosts := d.RemainingArgs()
 			if len(hosts) == 0 {
@@ -160,6 +151,32 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("unrecognized whatsapp_media option '%s'", opt)
 		}
 	}
+	return nil
+}
+
+// parseSize parses v, the argument of option opt, as a size of 1 byte to
+// 1 TiB.
+func parseSize(d *caddyfile.Dispenser, opt, v, example string) (int64, error) {
+	size, err := humanize.ParseBytes(v)
+	if err != nil || size == 0 || size > maxMaxSize {
+		return 0, d.Errf("%s must be a size such as %s: '%s'", opt, example, v)
+	}
+	return int64(size), nil
+}
+
+// parsePositiveArg parses the one argument of the current option as a
+// positive number into dst.
+func parsePositiveArg(d *caddyfile.Dispenser, dst *int) error {
+	opt := d.Val()
+	var v string
+	if !d.AllArgs(&v) {
+		return d.ArgErr()
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return d.Errf("%s must be a positive number: '%s'", opt, v)
+	}
+	*dst = n
 	return nil
 }
 
