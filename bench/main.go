@@ -651,11 +651,15 @@ func cpuCount() int {
 
 // connsUnderLoad measures the connections a contender opens to Meta under
 // a steady load: rounds of 64 concurrent transfers (32 uploads, 32
-// downloads of 1 MB), after two rounds of warm-up. Over TLS, every new
-// connection is a handshake with Meta.
+// downloads of 1 MB), after ten rounds of warm-up. Over TLS, every new
+// connection is a handshake with Meta. The warm-up is that long because
+// net/http's transport puts a connection back in its pool in a goroutine
+// of its own: now and then a request of the next round finds none idle
+// and dials; the pool keeps that spare, and after a few rounds there are
+// enough.
 func connsUnderLoad(client *http.Client, fresh func(string, ...string) ([]contender, error),
 	metaConns *atomic.Int64, emu *metaemu.Server, addPDF func(int64) ([]byte, string, string, error)) error {
-	const conc, rounds, warm = 64, 5, 2
+	const conc, rounds, warm = 64, 10, 10
 	data, id, cdnURL, err := addPDF(1_000_000)
 	if err != nil {
 		return err
