@@ -76,6 +76,8 @@ func refusals() []refusal {
 		{"415 type", "POST", uploadPath, "raw", raw(apiToken, "Content-Type", "application/x-msdownload"), nil, "", 415, "UNSUPPORTED_MEDIA_TYPE"},
 		{"400 no phone number", "POST", uploadPath, "raw", map[string]string{"Authorization": "Bearer " + apiToken, "Content-Type": "image/jpeg"}, nil, "", 400, "VALIDATION_ERROR"},
 		{"400 Meta refuses mid-upload", "POST", uploadPath, "multipart", auth(apiToken), form, "image/jpeg", 400, "META_API_ERROR"},
+		{"404 near miss", "POST", func(int) string { return "/v2/media/upload/" }, "multipart", auth(apiToken), form, "image/jpeg", 404, "NOT_FOUND"},
+		{"415 bytes not of the type", "POST", uploadPath, "raw", raw(apiToken, "Content-Type", "application/pdf"), nil, "", 415, "UNSUPPORTED_MEDIA_TYPE"},
 	}
 }
 
