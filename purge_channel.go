@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -106,11 +105,13 @@ type subscriber struct {
 }
 
 // subscriberKey names a subscriber: its channel, URL and TLS options.
+// The TLS part is tlsFingerprint's: the options and the contents of the
+// files they name, so that a reload after certificates were rotated in
+// place starts a subscriber with the new ones.
 func subscriberKey(url, channel string, t *reverseproxy.TLSConfig) string {
 	key := channel + "\x00" + url
 	if t != nil {
-		b, _ := json.Marshal(t)
-		key += "\x00" + string(b)
+		key += "\x00" + tlsFingerprint(t)
 	}
 	return key
 }

@@ -1,8 +1,11 @@
 package whatsappmedia
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
+	"os"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -113,4 +116,41 @@ func unmarshalTLSOption(d *caddyfile.Dispenser, t **reverseproxy.TLSConfig) (boo
 		}
 	}
 	return true, nil
+}
+
+// tlsFingerprint is the hex SHA-256 of TLS options and of the contents of
+// every file they name (placeholders expanded): it changes when a
+// certificate or key is replaced in place.
+func tlsFingerprint(t *reverseproxy.TLSConfig) string {
+	h := sha256.New()
+	b, _ := json.Marshal(t)
+	h.Write(b)
+	repl := caddy.NewReplacer()
+	add := func(s string) {
+		if data, err := os.ReadFile(repl.ReplaceKnown(s, "")); err == nil {
+			h.Write(data)
+		}
+	}
+	add(t.ClientCertificateFile)
+	add(t.ClientCertificateKeyFile)
+	var ca any
+	if json.Unmarshal(t.CARaw, &ca) == nil {
+		var walk func(any)
+		walk = func(v any) {
+			switch x := v.(type) {
+			case string:
+				add(x)
+			case []any:
+				for _, e := range x {
+					walk(e)
+				}
+			case map[string]any:
+				for _, e := range x {
+					walk(e)
+				}
+			}
+		}
+		walk(ca)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
 
@@ -138,5 +139,23 @@ func TestTLSCaddyfile(t *testing.T) {
 		err := s.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
 		require.Error(t, err, input)
 		assert.Contains(t, err.Error(), want, input)
+	}
+}
+
+// TestTLSFingerprint: rotating a certificate in place changes the purge
+// channel subscriber's key, so that a reload uses the new one.
+func TestTLSFingerprint(t *testing.T) {
+	p := fixtures.NewPKI(t)
+	cfg := &reverseproxy.TLSConfig{CARaw: trustPool(p.CA), ClientCertificateFile: p.ClientCert, ClientCertificateKeyFile: p.ClientKey}
+	before := subscriberKey("rediss://r", "c", cfg)
+	assert.Equal(t, before, subscriberKey("rediss://r", "c", cfg))
+	q := fixtures.NewPKI(t)
+	for _, f := range [][2]string{{q.CA, p.CA}, {q.ClientCert, p.ClientCert}} {
+		data, err := os.ReadFile(f[0])
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(f[1], data, 0o600))
+		after := subscriberKey("rediss://r", "c", cfg)
+		assert.NotEqual(t, before, after, "%s replaced in place", f[1])
+		before = after
 	}
 }
