@@ -81,8 +81,8 @@ func initMetrics() {
 		}, []string{"source"})
 		metrics.channelUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "purge_channel_up",
-			Help: "1 while the Redis purge channel is subscribed, 0 while it is down.",
-		}, []string{"channel"})
+			Help: "1 while the Redis purge channel is subscribed, 0 while it is down, by channel and Redis server (host:port).",
+		}, []string{"channel", "server"})
 		metrics.spoolFull = prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "spool_full_total",
 			Help: "Uploads refused (503 SPOOL_FULL) because spooling them would exceed spool_budget.",

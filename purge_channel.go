@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 	"go.uber.org/zap"
@@ -102,6 +103,7 @@ type subscriber struct {
 	mu     sync.Mutex
 	caches map[*introspectCache]int // registrations by source
 	ps     *redis.PubSub            // set by run
+	up     prometheus.Gauge         // purge_channel_up of this subscriber
 }
 
 // subscriberKey names a subscriber: its channel, URL and TLS options.
@@ -142,7 +144,8 @@ func loadSubscriber(url, channel string, t *reverseproxy.TLSConfig, tlsConfig *t
 			done: make(chan struct{}), caches: map[*introspectCache]int{}}
 		ctx, cancel := context.WithCancel(context.Background())
 		s.cancel = cancel
-		metrics.channelUp.WithLabelValues(channel).Set(0)
+		s.up = metrics.channelUp.WithLabelValues(channel, opts.Addr)
+		s.up.Set(0)
 		go s.run(ctx)
 		return s, nil
 	})
@@ -184,7 +187,7 @@ func (s *subscriber) Destruct() error {
 	}
 	s.mu.Unlock()
 	<-s.done
-	metrics.channelUp.DeleteLabelValues(s.channel)
+	metrics.channelUp.DeletePartialMatch(prometheus.Labels{"channel": s.channel, "server": s.client.Options().Addr})
 	return s.client.Close()
 }
 
@@ -235,7 +238,7 @@ func (s *subscriber) run(ctx context.Context) {
 			if m.Kind == "subscribe" && m.Channel == s.channel {
 				subscribed, warned = true, time.Time{}
 				b.reset()
-				metrics.channelUp.WithLabelValues(s.channel).Set(1)
+				s.up.Set(1)
 				s.logger.Info("purge channel subscribed", zap.String("channel", s.channel), zap.Bool("after_loss", lost))
 				if lost {
 					s.purge(nil)
@@ -253,7 +256,7 @@ func (s *subscriber) run(ctx context.Context) {
 // password or certificate must not fail silently); other retries are
 // logged at debug level.
 func (s *subscriber) down(err error, warn bool, warned *time.Time) {
-	metrics.channelUp.WithLabelValues(s.channel).Set(0)
+	s.up.Set(0)
 	level := zapcore.DebugLevel
 	if warn {
 		level = zapcore.WarnLevel

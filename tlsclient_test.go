@@ -81,7 +81,7 @@ func TestPurgeChannelTLS(t *testing.T) {
 		defer func() { _ = s.Cleanup(); s.subscriber = nil }()
 		deadline := time.Now().Add(3 * time.Second)
 		for time.Now().Before(deadline) {
-			if testutil.ToFloat64(metrics.channelUp.WithLabelValues(channel)) == 1 {
+			if testutil.ToFloat64(metrics.channelUp.WithLabelValues(channel, rs.Addr)) == 1 {
 				return true
 			}
 			time.Sleep(20 * time.Millisecond)
