@@ -90,7 +90,9 @@ func TestPurgeChannel(t *testing.T) {
 		app.set(tok, activeAnswer("u"+tok, time.Time{}))
 	}
 	s := newIntrospect(t, app, func(s *IntrospectAccounts) { s.PurgeChannel = &PurgeChannel{URL: rs.URL()} })
-	up := func() float64 { return testutil.ToFloat64(metrics.channelUp.WithLabelValues(DefaultPurgeChannel, rs.Addr)) }
+	up := func() float64 {
+		return testutil.ToFloat64(metrics.channelUp.WithLabelValues(DefaultPurgeChannel, rs.Addr))
+	}
 	require.Eventually(t, func() bool { return up() == 1 }, 10*time.Second, 10*time.Millisecond)
 	pub := redisClient(t, rs)
 	ctx := context.Background()
