@@ -268,14 +268,17 @@ func (s *subscriber) down(err error, warn bool, warned *time.Time) {
 }
 
 // handle applies one message. An unexpected message is ignored with a
-// warning; its text only at debug level.
+// warning. Its text is never logged, not even at debug level: the likely
+// mistake is an app publishing the raw token instead of its hash. The
+// debug log gives the message's SHA-256 instead, which for a raw token is
+// the message the app should have sent.
 func (s *subscriber) handle(payload string) {
 	key, ok := purgeMessage(payload)
 	if !ok {
 		s.logger.Warn("purge channel: ignored a message that is neither a token's hex SHA-256 nor *",
 			zap.String("channel", s.channel), zap.Int("length", len(payload)))
-		if ce := s.logger.Check(zapcore.DebugLevel, "purge channel: the ignored message"); ce != nil {
-			ce.Write(zap.String("message", payload))
+		if ce := s.logger.Check(zapcore.DebugLevel, "purge channel: the ignored message, hashed"); ce != nil {
+			ce.Write(zap.String("message_sha256", hashToken(payload)))
 		}
 		return
 	}

@@ -150,6 +150,11 @@ func TestFleetPurgeChannel(t *testing.T) {
 		}
 		require.NoError(t, pub.Publish(ctx, channel, "*").Err())
 		eventually("tok-2", 401, time.Second, "* purged both")
+		for _, g := range fleet {
+			logs := g.logs.String()
+			assert.Contains(t, logs, fixtures.SHA256Hex([]byte("tok-2")), "the junk message's hash, at debug level")
+			assert.NotContains(t, logs, `"tok-2"`, "a raw token published by mistake reached the logs")
+		}
 	})
 
 	t.Run("a Redis outage costs no request; what it missed is purged on return", func(t *testing.T) {
