@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"sort"
@@ -29,10 +30,10 @@ func init() {
 
 // Defaults of the introspect account source.
 const (
-	DefaultIntrospectTimeout = 2 * time.Second
-	DefaultCacheTTL          = 30 * time.Second
-	DefaultNegativeTTL       = 5 * time.Second
-	DefaultMaxEntries        = 100_000
+	DefaultIntrospectTimeout     = 2 * time.Second
+	DefaultIntrospectCacheTTL    = 30 * time.Second
+	DefaultIntrospectNegativeTTL = 5 * time.Second
+	DefaultIntrospectMaxEntries  = 100_000
 )
 
 // maxIntrospectAnswer bounds the introspection answer read into memory.
@@ -141,13 +142,13 @@ func (s *IntrospectAccounts) Provision(ctx caddy.Context) error {
 		s.Timeout = caddy.Duration(DefaultIntrospectTimeout)
 	}
 	if s.CacheTTL == 0 {
-		s.CacheTTL = caddy.Duration(DefaultCacheTTL)
+		s.CacheTTL = caddy.Duration(DefaultIntrospectCacheTTL)
 	}
 	if s.NegativeTTL == 0 {
-		s.NegativeTTL = caddy.Duration(DefaultNegativeTTL)
+		s.NegativeTTL = caddy.Duration(DefaultIntrospectNegativeTTL)
 	}
 	if s.MaxEntries == 0 {
-		s.MaxEntries = DefaultMaxEntries
+		s.MaxEntries = DefaultIntrospectMaxEntries
 	}
 	if s.Timeout < 0 || s.CacheTTL < 0 || s.NegativeTTL < 0 || s.MaxEntries < 0 {
 		return fmt.Errorf("introspect: timeouts, TTLs and max_entries must be positive")
@@ -165,7 +166,7 @@ func (s *IntrospectAccounts) Provision(ctx caddy.Context) error {
 	s.headers.Set("Accept", "application/json")
 	s.headers.Set("User-Agent", userAgent)
 	s.URL = u.String()
-	transport := newTransport(time.Duration(s.Timeout), time.Duration(s.Timeout))
+	transport := newIntrospectTransport(time.Duration(s.Timeout))
 	if transport.TLSClientConfig, err = tlsClientConfig(ctx, s.TLS); err != nil {
 		return fmt.Errorf("introspect: tls: %v", err)
 	}
@@ -189,6 +190,25 @@ func (s *IntrospectAccounts) Provision(ctx caddy.Context) error {
 	}
 	s.cache = val.(*introspectCache)
 	return s.provisionPurgeChannel(ctx, repl)
+}
+
+// newIntrospectTransport returns the transport for calls to the app: small
+// JSON requests and answers, so net/http's default buffers, and an idle
+// pool sized for the concurrent cache misses of a busy gateway rather than
+// for hundreds of long transfers (those go to Meta on graph.go's
+// transport). It speaks HTTP/2 where the app offers it.
+func newIntrospectTransport(timeout time.Duration) *http.Transport {
+	dialer := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          64,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   timeout,
+		ResponseHeaderTimeout: timeout,
+	}
 }
 
 // provisionPurgeChannel subscribes the cache to the purge channel, if any.
@@ -270,7 +290,7 @@ func (s *IntrospectAccounts) Cleanup() error {
 // Concurrent look-ups of one token share one call. A failed call is not
 // cached.
 func (s *IntrospectAccounts) Lookup(ctx context.Context, token string) (*Account, error) {
-	key := sha256.Sum256([]byte(token))
+	key := tokenKey(token)
 	if a, ok := s.cache.c.GetIfPresent(key); ok { // the hot path: no loader closure
 		metrics.cacheHit.Inc()
 		return a.result()

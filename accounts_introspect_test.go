@@ -285,8 +285,8 @@ func TestIntrospectPurge(t *testing.T) {
 	}
 	require.Equal(t, int32(3), app.calls.Load())
 
-	assert.Equal(t, 1, purgeIntrospectCaches(tokenKey("a")))
-	assert.Equal(t, 0, purgeIntrospectCaches(tokenKey("a")), "already purged")
+	assert.Equal(t, 1, purgeIntrospectCaches(keyOf("a")))
+	assert.Equal(t, 0, purgeIntrospectCaches(keyOf("a")), "already purged")
 	app.set("a", map[string]any{"active": false}) // regenerated: the old token is revoked
 	_, err := s.Lookup(context.Background(), "a")
 	assert.ErrorIs(t, err, ErrUnknownToken, "the purged token was still served from the cache")
@@ -442,8 +442,9 @@ func TestIntrospectionSlowFailsClosed(t *testing.T) {
 	assert.Equal(t, codeMetaAPIError, a.Error, "the account was known: Meta refused its token")
 }
 
-func tokenKey(token string) *[sha256.Size]byte {
-	k := sha256.Sum256([]byte(token))
+// keyOf is a pointer to token's key, as the purge functions take it.
+func keyOf(token string) *[sha256.Size]byte {
+	k := tokenKey(token)
 	return &k
 }
 

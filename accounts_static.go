@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"fmt"
 	"sort"
 	"strings"
@@ -116,10 +115,11 @@ func (s *StaticAccounts) Provision(ctx caddy.Context) error {
 		var e staticEntry
 		switch {
 		case token != "":
-			e.digest = sha256.Sum256([]byte(token))
+			e.digest = tokenKey(token)
 		case digestHex != "":
-			if err := decodeDigest(digestHex, &e.digest); err != nil {
-				return fmt.Errorf("account %q: token_sha256: %v", name, err)
+			var ok bool
+			if e.digest, ok = parseTokenHash(digestHex); !ok {
+				return fmt.Errorf("account %q: token_sha256 must be %d hex digits", name, 2*sha256.Size)
 			}
 		default:
 			logger.Warn("account has an empty token after expanding placeholders; it is disabled",
@@ -146,20 +146,11 @@ func (s *StaticAccounts) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-func decodeDigest(s string, dst *[sha256.Size]byte) error {
-	b, err := hex.DecodeString(strings.TrimSpace(s))
-	if err != nil || len(b) != sha256.Size {
-		return fmt.Errorf("must be %d hex digits", 2*sha256.Size)
-	}
-	copy(dst[:], b)
-	return nil
-}
-
 // Lookup compares the token's digest with every account's in constant
 // time, with no early exit, so the answer's timing says nothing about
 // which bytes matched or which account it found.
 func (s *StaticAccounts) Lookup(_ context.Context, token string) (*Account, error) {
-	d := sha256.Sum256([]byte(token))
+	d := tokenKey(token)
 	var found *Account
 	for i := range s.entries {
 		if subtle.ConstantTimeCompare(d[:], s.entries[i].digest[:]) == 1 {
@@ -209,48 +200,8 @@ func (s *StaticAccounts) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		a := new(StaticAccount)
 		for d.NextBlock(1) {
-			opt := d.Val()
-			switch opt {
-			case "token", "token_sha256", "plan", "meta_token", "plan_expires":
-				var v string
-				if !d.AllArgs(&v) {
-					return d.ArgErr()
-				}
-				switch opt {
-				case "token":
-					a.Token = v
-				case "token_sha256":
-					var digest [sha256.Size]byte
-					if !strings.Contains(v, "{") {
-						if err := decodeDigest(v, &digest); err != nil {
-							return d.Errf("account '%s': token_sha256: %v", name, err)
-						}
-					}
-					a.TokenSHA256 = v
-				case "plan":
-					a.Plan = v
-				case "meta_token":
-					a.MetaToken = v
-				case "plan_expires":
-					t, err := time.Parse(time.RFC3339, v)
-					if err != nil {
-						return d.Errf("account '%s': plan_expires must be an RFC 3339 time such as 2027-01-01T00:00:00Z: %v", name, err)
-					}
-					a.PlanExpires = t
-				}
-			case "phone_numbers":
-				ids := d.RemainingArgs()
-				if len(ids) == 0 {
-					return d.ArgErr()
-				}
-				for _, id := range ids {
-					if !media.IsDigits(id, 64) {
-						return d.Errf("account '%s': phone_numbers: '%s' is not all digits", name, id)
-					}
-				}
-				a.PhoneNumbers = append(a.PhoneNumbers, ids...)
-			default:
-				return d.Errf("unrecognized account option '%s'", opt)
+			if err := a.unmarshalOption(d, name); err != nil {
+				return err
 			}
 		}
 		if (a.Token == "") == (a.TokenSHA256 == "") {
@@ -262,6 +213,50 @@ func (s *StaticAccounts) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		s.Accounts[name] = a
 	}
 	return nil
+}
+
+// unmarshalOption parses one option of account name's block.
+func (a *StaticAccount) unmarshalOption(d *caddyfile.Dispenser, name string) error {
+	switch opt := d.Val(); opt {
+	case "token":
+		return parseStringArg(d, &a.Token, nil)
+	case "token_sha256":
+		return parseStringArg(d, &a.TokenSHA256, func(v string) error {
+			if _, ok := parseTokenHash(v); !ok && !strings.Contains(v, "{") {
+				return fmt.Errorf("account '%s': token_sha256 must be %d hex digits", name, 2*sha256.Size)
+			}
+			return nil
+		})
+	case "plan":
+		return parseStringArg(d, &a.Plan, nil)
+	case "plan_expires":
+		var v string
+		if err := parseStringArg(d, &v, nil); err != nil {
+			return err
+		}
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return d.Errf("account '%s': plan_expires must be an RFC 3339 time such as 2027-01-01T00:00:00Z: %v", name, err)
+		}
+		a.PlanExpires = t
+		return nil
+	case "meta_token":
+		return parseStringArg(d, &a.MetaToken, nil)
+	case "phone_numbers":
+		ids := d.RemainingArgs()
+		if len(ids) == 0 {
+			return d.ArgErr()
+		}
+		for _, id := range ids {
+			if !media.IsDigits(id, 64) {
+				return d.Errf("account '%s': phone_numbers: '%s' is not all digits", name, id)
+			}
+		}
+		a.PhoneNumbers = append(a.PhoneNumbers, ids...)
+		return nil
+	default:
+		return d.Errf("unrecognized account option '%s'", opt)
+	}
 }
 
 // Interface guards

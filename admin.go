@@ -3,7 +3,6 @@ package whatsappmedia
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -82,7 +81,7 @@ func purgeRequest(body io.Reader) (*[sha256.Size]byte, error) {
 		if *req.Token == "" {
 			return nil, errors.New("token is empty; send {} to purge everything")
 		}
-		key := sha256.Sum256([]byte(*req.Token))
+		key := tokenKey(*req.Token)
 		return &key, nil
 	case req.TokenSHA256 != nil:
 		key, ok := parseTokenHash(*req.TokenSHA256)
@@ -92,16 +91,6 @@ func purgeRequest(body io.Reader) (*[sha256.Size]byte, error) {
 		return &key, nil
 	}
 	return nil, nil
-}
-
-// parseTokenHash parses the hex SHA-256 of a token.
-func parseTokenHash(s string) ([sha256.Size]byte, bool) {
-	var key [sha256.Size]byte
-	if len(s) != 2*sha256.Size {
-		return key, false
-	}
-	_, err := hex.Decode(key[:], []byte(s))
-	return key, err == nil
 }
 
 // Interface guard

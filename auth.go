@@ -9,43 +9,6 @@ import (
 	"github.com/avenping/caddy-whatsapp-media/internal/media"
 )
 
-// maxTokenLength bounds the API token we accept; real tokens are far
-// shorter, and a bound keeps hostile headers away from the account source.
-const maxTokenLength = 4096
-
-// apiToken extracts the caller's API token: `Authorization: Bearer <token>`
-// (scheme word case-insensitive) or `X-API-Token: <token>`; Authorization
-// wins when both are present. It returns "" when there is no usable token,
-// including when a header is repeated (an ambiguous request is refused
-// rather than guessed at).
-func apiToken(h http.Header) string {
-	if vals := h.Values("Authorization"); len(vals) > 0 {
-		if len(vals) > 1 {
-			return ""
-		}
-		scheme, token, ok := strings.Cut(strings.TrimSpace(vals[0]), " ")
-		if ok && strings.EqualFold(scheme, "Bearer") {
-			return cleanToken(token)
-		}
-		// Another scheme (Basic, ...) is not ours: fall through to
-		// X-API-Token, which some clients add next to a proxy's
-		// Authorization header.
-	}
-	vals := h.Values("X-API-Token")
-	if len(vals) != 1 {
-		return ""
-	}
-	return cleanToken(vals[0])
-}
-
-func cleanToken(t string) string {
-	t = strings.TrimSpace(t)
-	if len(t) > maxTokenLength || strings.ContainsAny(t, " \t") {
-		return ""
-	}
-	return t
-}
-
 // The access rules, applied in this order, the first that fails answering:
 //
 //  1. a known API token (401 UNAUTHORIZED);
@@ -56,7 +19,7 @@ func cleanToken(t string) string {
 //     (403 FORBIDDEN), checked as soon as the request names it.
 
 // authenticate applies access rules 1 to 4 and returns the caller's
-// account or the first failing rule's answer. It reads only headers: no
+// account, when the token is known, and the first failing rule's answer. It reads only headers: no
 // byte of the request body.
 func (h *Handler) authenticate(r *http.Request) (*Account, *apiError) {
 	token := apiToken(r.Header)
@@ -72,10 +35,7 @@ func (h *Handler) authenticate(r *http.Request) (*Account, *apiError) {
 	case acct == nil:
 		return nil, errUnauthorized
 	}
-	if ae := h.checkAccount(acct, h.now()); ae != nil {
-		return acct, ae
-	}
-	return acct, nil
+	return acct, h.checkAccount(acct, h.now())
 }
 
 // checkAccount applies access rules 2 to 4 to a known account.

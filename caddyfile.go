@@ -1,6 +1,8 @@
 package whatsappmedia
 
 import (
+	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -55,113 +57,166 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	for d.NextBlock(0) {
-		opt := d.Val()
-		switch opt {
-		case "path_prefix", "graph_url", "graph_version", "max_size", "spool_dir", "spool_budget":
-			var v string
-			var err error
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
-			}
-			switch opt {
-			case "path_prefix":
-				if !strings.HasPrefix(v, "/") {
-					return d.Errf("path_prefix must start with '/': '%s'", v)
-				}
-				h.PathPrefix = v
-			case "graph_url":
-				h.GraphURL = v
-			case "graph_version":
-				if !graphVersionRe.MatchString(v) {
-					return d.Errf("graph_version must look like v23.0: '%s'", v)
-				}
-				h.GraphVersion = v
-			case "max_size":
-				if h.MaxSize, err = parseSize(d, opt, v, "100MiB"); err != nil {
-					return err
-				}
-			case "spool_dir":
-				h.SpoolDir = v
-			case "spool_budget":
-				if h.SpoolBudget, err = parseSize(d, opt, v, "2GiB"); err != nil {
-					return err
-				}
-			}
+		var err error
+		switch opt := d.Val(); opt {
+		case "path_prefix":
+			err = parseStringArg(d, &h.PathPrefix, checkPathPrefix)
+		case "graph_url":
+			err = parseStringArg(d, &h.GraphURL, nil)
+		case "graph_version":
+			err = parseStringArg(d, &h.GraphVersion, checkGraphVersion)
+		case "max_size":
+			err = parseSizeArg(d, &h.MaxSize)
 		case "disable_type_ceilings":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.DisableTypeCeilings = true
-		case "dial_timeout":
-			if err := parseDurationArg(d, &h.DialTimeout); err != nil {
-				return err
-			}
-		case "response_timeout":
-			if err := parseDurationArg(d, &h.ResponseTimeout); err != nil {
-				return err
-			}
-		case "stall_timeout":
-			if err := parseDurationArg(d, &h.StallTimeout); err != nil {
-				return err
-			}
-		case "media_cache_ttl":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur < 0 {
-				return d.Errf("media_cache_ttl must be a duration such as 4m, or 0 for no cache: '%s'", v)
-			}
-			ttl := caddy.Duration(dur)
-			h.MediaCacheTTL = &ttl
-		case "media_cache_entries":
-			if err := parsePositiveArg(d, &h.MediaCacheEntries); err != nil {
-				return err
-			}
-		case "media_hosts":
-			hosts := d.RemainingArgs()
-			if len(hosts) == 0 {
-				return d.ArgErr()
-			}
-			if _, err := newHostList(hosts, nil); err != nil {
-				return d.Err(err.Error())
-			}
-			h.MediaHosts = append(h.MediaHosts, hosts...)
+			err = parseFlag(d, &h.DisableTypeCeilings)
 		case "allowed_plans":
-			plans := d.RemainingArgs()
-			if len(plans) == 0 {
-				return d.ArgErr()
-			}
-			h.AllowedPlans = plans
+			err = parseListArg(d, &h.AllowedPlans)
+		case "spool_dir":
+			err = parseStringArg(d, &h.SpoolDir, nil)
+		case "spool_budget":
+			err = parseSizeArg(d, &h.SpoolBudget)
+		case "dial_timeout":
+			err = parseDurationArg(d, &h.DialTimeout)
+		case "response_timeout":
+			err = parseDurationArg(d, &h.ResponseTimeout)
+		case "stall_timeout":
+			err = parseDurationArg(d, &h.StallTimeout)
+		case "media_hosts":
+			err = parseMediaHosts(d, &h.MediaHosts)
+		case "media_cache_ttl":
+			err = parseCacheTTL(d, &h.MediaCacheTTL)
+		case "media_cache_entries":
+			err = parsePositiveArg(d, &h.MediaCacheEntries)
 		case "accounts":
-			if h.AccountsRaw != nil {
-				return d.Err("accounts is given twice")
-			}
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			name := d.Val()
-			unm, err := caddyfile.UnmarshalModule(d, "http.handlers.whatsapp_media.accounts."+name)
-			if err != nil {
-				return err
-			}
-			h.AccountsRaw = caddyconfig.JSONModuleObject(unm, "source", name, nil)
+			err = h.unmarshalAccounts(d)
 		default:
-			return d.Errf("unrecognized whatsapp_media option '%s'", opt)
+			err = d.Errf("unrecognized whatsapp_media option '%s'", opt)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// parseSize parses v, the argument of option opt, as a size of 1 byte to
-// 1 TiB.
-func parseSize(d *caddyfile.Dispenser, opt, v, example string) (int64, error) {
+// unmarshalAccounts parses accounts <source> [<args...>] { ... } with the
+// source module's own Caddyfile parser.
+func (h *Handler) unmarshalAccounts(d *caddyfile.Dispenser) error {
+	if h.AccountsRaw != nil {
+		return d.Err("accounts is given twice")
+	}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "http.handlers.whatsapp_media.accounts."+name)
+	if err != nil {
+		return err
+	}
+	h.AccountsRaw = caddyconfig.JSONModuleObject(unm, "source", name, nil)
+	return nil
+}
+
+// checkPathPrefix and checkGraphVersion are the checks of options whose
+// mistakes the Caddyfile reports with their line; Validate runs them on
+// JSON configs too.
+func checkPathPrefix(v string) error {
+	if !strings.HasPrefix(v, "/") {
+		return fmt.Errorf("path_prefix must start with '/': '%s'", v)
+	}
+	if (&url.URL{Path: v}).EscapedPath() != v {
+		return fmt.Errorf("path_prefix must need no escaping in a URL: '%s'", v)
+	}
+	return nil
+}
+
+func checkGraphVersion(v string) error {
+	if !graphVersionRe.MatchString(v) {
+		return fmt.Errorf("graph_version must look like v23.0: '%s'", v)
+	}
+	return nil
+}
+
+// The option parsers below read the current option's arguments into dst
+// and check them, reporting a mistake with the option's name and line.
+
+// parseStringArg parses one argument, checked by check when it is set.
+func parseStringArg(d *caddyfile.Dispenser, dst *string, check func(string) error) error {
+	var v string
+	if !d.AllArgs(&v) {
+		return d.ArgErr()
+	}
+	if check != nil {
+		if err := check(v); err != nil {
+			return d.Err(err.Error())
+		}
+	}
+	*dst = v
+	return nil
+}
+
+// parseFlag parses an option that takes no argument.
+func parseFlag(d *caddyfile.Dispenser, dst *bool) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = true
+	return nil
+}
+
+// parseListArg parses one or more arguments.
+func parseListArg(d *caddyfile.Dispenser, dst *[]string) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	*dst = args
+	return nil
+}
+
+// parseMediaHosts parses host patterns, appended to those given before.
+func parseMediaHosts(d *caddyfile.Dispenser, dst *[]string) error {
+	hosts := d.RemainingArgs()
+	if len(hosts) == 0 {
+		return d.ArgErr()
+	}
+	if _, err := newHostList(hosts, nil); err != nil {
+		return d.Err(err.Error())
+	}
+	*dst = append(*dst, hosts...)
+	return nil
+}
+
+// parseCacheTTL parses a duration that may be 0 (off).
+func parseCacheTTL(d *caddyfile.Dispenser, dst **caddy.Duration) error {
+	opt := d.Val()
+	var v string
+	if !d.AllArgs(&v) {
+		return d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur < 0 {
+		return d.Errf("%s must be a duration such as 4m, or 0 for no cache: '%s'", opt, v)
+	}
+	ttl := caddy.Duration(dur)
+	*dst = &ttl
+	return nil
+}
+
+// parseSizeArg parses one argument as a size of 1 byte to 1 TiB, such
+// as 100MiB.
+func parseSizeArg(d *caddyfile.Dispenser, dst *int64) error {
+	opt := d.Val()
+	var v string
+	if !d.AllArgs(&v) {
+		return d.ArgErr()
+	}
 	size, err := humanize.ParseBytes(v)
 	if err != nil || size == 0 || size > maxMaxSize {
-		return 0, d.Errf("%s must be a size such as %s: '%s'", opt, example, v)
+		return d.Errf("%s must be a size such as 100MiB: '%s'", opt, v)
 	}
-	return int64(size), nil
+	*dst = int64(size)
+	return nil
 }
 
 // parsePositiveArg parses the one argument of the current option as a

@@ -119,7 +119,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		"both tokens": {`whatsapp_media { accounts static { account a { token t
 			token_sha256 ` + fixtures.SHA256Hex([]byte("t")) + ` } } }`, "exactly one of token and token_sha256"},
 		"no token":          {`whatsapp_media { accounts static { account a { plan premium } } }`, "exactly one of token and token_sha256"},
-		"bad token_sha256":  {`whatsapp_media { accounts static { account a { token_sha256 abc } } }`, "token_sha256: must be 64 hex digits"},
+		"bad token_sha256":  {`whatsapp_media { accounts static { account a { token_sha256 abc } } }`, "token_sha256 must be 64 hex digits"},
 		"bad plan_expires":  {`whatsapp_media { accounts static { account a { plan_expires 2027-01-01 } } }`, "plan_expires must be an RFC 3339 time"},
 		"bad phone number":  {`whatsapp_media { accounts static { account a { phone_numbers 12x } } }`, "phone_numbers: '12x' is not all digits"},
 		"duplicate account": {"whatsapp_media { accounts static { account a { token t }\naccount a { token u } } }", "account 'a' is defined twice"},

@@ -2,8 +2,6 @@ package whatsappmedia
 
 import (
 	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -47,10 +45,4 @@ standard input (prefer stdin: command lines end up in shell histories).`,
 			cmd.AddCommand(hash)
 		},
 	})
-}
-
-// hashToken returns the lowercase hex SHA-256 of token.
-func hashToken(token string) string {
-	d := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(d[:])
 }

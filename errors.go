@@ -102,7 +102,7 @@ func methodNotAllowed(allow string) *apiError {
 	}
 }
 
-type errorBody struct {
+type errorEnvelope struct {
 	Success bool            `json:"success"`
 	Error   string          `json:"error"`
 	Message string          `json:"message"`
@@ -115,16 +115,16 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	for k, v := range e.Header {
 		w.Header()[k] = v
 	}
-	writeJSON(w, e.Status, errorBody{Error: e.Code, Message: e.Message, Details: e.Details})
+	writeJSON(w, e.Status, errorEnvelope{Error: e.Code, Message: e.Message, Details: e.Details})
 }
 
-type successBody struct {
+type successEnvelope struct {
 	Success bool `json:"success"`
 	Data    any  `json:"data"`
 }
 
 func writeSuccess(w http.ResponseWriter, data any) {
-	writeJSON(w, http.StatusOK, successBody{Success: true, Data: data})
+	writeJSON(w, http.StatusOK, successEnvelope{Success: true, Data: data})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

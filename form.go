@@ -35,7 +35,7 @@ type form struct {
 	acct      *Account
 	r         *http.Request
 	mr        *multipart.Reader
-	body      *formBody
+	body      *formOverhead
 	phone     string
 	typeField string
 	parts     int
@@ -44,7 +44,7 @@ type form struct {
 // newForm reads r's multipart body through br (a buffered reader over
 // r.Body). phone is the header's phone number id, if any.
 func newForm(r *http.Request, br io.Reader, acct *Account, phone string) (*form, *apiError) {
-	body := &formBody{r: readCloser{br, r.Body}, limit: multipartOverhead}
+	body := &formOverhead{r: readCloser{br, r.Body}, limit: multipartOverhead}
 	r.Body = body
 	mr, err := r.MultipartReader()
 	if err != nil {
@@ -186,18 +186,18 @@ func readField(part *multipart.Part, name string) (string, *apiError) {
 // its limit.
 var errFormTooLarge = errors.New("multipart overhead exceeds its limit")
 
-// formBody counts the bytes of a multipart body that are not the file's
+// formOverhead counts the bytes of a multipart body that are not the file's
 // (boundaries, part headers, fields) and fails once they pass limit, so
 // that mime/multipart never buffers large part headers. The multipart
 // reader reads a few KiB ahead, so the count is approximate by that much.
-type formBody struct {
+type formOverhead struct {
 	r        io.ReadCloser
 	limit    int64
 	overhead int64
 	inFile   bool // while the file part is read, bytes are not counted
 }
 
-func (f *formBody) Read(p []byte) (int, error) {
+func (f *formOverhead) Read(p []byte) (int, error) {
 	n, err := f.r.Read(p)
 	if !f.inFile {
 		f.overhead += int64(n)
@@ -208,7 +208,7 @@ func (f *formBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (f *formBody) Close() error { return f.r.Close() }
+func (f *formOverhead) Close() error { return f.r.Close() }
 
 // readCloser reads from a Reader and closes a Closer: a buffered reader
 // over a request body, with the body's Close.

@@ -67,7 +67,7 @@ func FuzzFormParse(f *testing.F) {
 	f.Add([]byte("--b\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\n" + strings.Repeat("x", 2000) + "\r\n--b--\r\n"))
 	f.Add([]byte("--b\r\n\r\n\r\n--b--"))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		fb := &formBody{r: io.NopCloser(bytes.NewReader(body)), limit: multipartOverhead}
+		fb := &formOverhead{r: io.NopCloser(bytes.NewReader(body)), limit: multipartOverhead}
 		req, _ := http.NewRequest(http.MethodPost, "/", nil)
 		fm := &form{acct: &Account{PhoneNumberIDs: []string{"106540352242922"}}, mr: multipart.NewReader(fb, "b"), r: req, body: fb}
 		for i := 0; i < 2*maxParts; i++ {

@@ -193,8 +193,8 @@ func uploadAnswer(resp *http.Response, sent bool) (string, *apiError) {
 	return answer.ID, nil
 }
 
-// mediaInfo is the Graph API's answer about a media object.
-type mediaInfo struct {
+// mediaMetadata is the Graph API's answer about a media object.
+type mediaMetadata struct {
 	URL      string       `json:"url"`
 	MimeType string       `json:"mime_type"`
 	SHA256   string       `json:"sha256"`
@@ -217,35 +217,35 @@ func (s *flexibleSize) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// mediaInfo asks the Graph API for a media object's metadata. phone, when
+// fetchMetadata asks the Graph API for a media object's metadata. phone, when
 // not empty, is passed on as phone_number_id.
-func (g *graphClient) mediaInfo(ctx context.Context, metaToken, mediaID, phone string) (mediaInfo, *apiError) {
+func (g *graphClient) fetchMetadata(ctx context.Context, metaToken, mediaID, phone string) (mediaMetadata, *apiError) {
 	u := g.base + "/" + mediaID
 	if phone != "" {
 		u += "?phone_number_id=" + phone
 	}
 	req, err := g.newRequest(ctx, upstreamGraph, http.MethodGet, u, metaToken, nil)
 	if err != nil {
-		return mediaInfo{}, errInternal.withCause(err)
+		return mediaMetadata{}, errInternal.withCause(err)
 	}
 	resp, err := g.do(req)
 	if err != nil {
-		return mediaInfo{}, classifyTransportError(err)
+		return mediaMetadata{}, classifyTransportError(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return mediaInfo{}, mediaInfoRefusal(upstreamAnswerError(resp))
+		return mediaMetadata{}, mediaInfoRefusal(upstreamAnswerError(resp))
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxMetaAnswer+1))
 	if err != nil {
-		return mediaInfo{}, classifyTransportError(err)
+		return mediaMetadata{}, classifyTransportError(err)
 	}
-	info := mediaInfo{FileSize: -1}
+	info := mediaMetadata{FileSize: -1}
 	if len(raw) > maxMetaAnswer || json.Unmarshal(raw, &info) != nil {
-		return mediaInfo{}, errUpstreamBadAnswer.withCause(errors.New("unreadable media metadata"))
+		return mediaMetadata{}, errUpstreamBadAnswer.withCause(errors.New("unreadable media metadata"))
 	}
 	if info.URL == "" {
-		return mediaInfo{}, errMediaNotFound.withCause(errors.New("media metadata has no url"))
+		return mediaMetadata{}, errMediaNotFound.withCause(errors.New("media metadata has no url"))
 	}
 	if d, err := hex.DecodeString(info.SHA256); err == nil && len(d) == sha256.Size {
 		info.digest = d
@@ -256,7 +256,7 @@ func (g *graphClient) mediaInfo(ctx context.Context, metaToken, mediaID, phone s
 // mediaInfoRefusal answers Meta's "no such media" (code 100, subcode 33)
 // as 404 NOT_FOUND, with Meta's JSON in details; any other refusal as is.
 func mediaInfoRefusal(ae *apiError) *apiError {
-	var me *metaAPIErr
+	var me *metaRefusal
 	if errors.As(ae.cause, &me) && me.status == http.StatusBadRequest && me.meta.Code == 100 && me.meta.Subcode == 33 {
 		nf := errMediaNotFound.withCause(ae.cause)
 		nf.Details = ae.Details
@@ -269,8 +269,8 @@ func mediaInfoRefusal(ae *apiError) *apiError {
 // whole file when rng is nil. A 404 or 403 means the URL went stale: it
 // gets fresh metadata from refresh once and tries once more, and updates
 // info to the metadata the answer belongs to.
-func (g *graphClient) fetchMedia(ctx context.Context, metaToken string, info *mediaInfo, rng *media.Range,
-	refresh func() (mediaInfo, *apiError)) (*http.Response, *apiError) {
+func (g *graphClient) fetchMedia(ctx context.Context, metaToken string, info *mediaMetadata, rng *media.Range,
+	refresh func() (mediaMetadata, *apiError)) (*http.Response, *apiError) {
 	for attempt := 0; ; attempt++ {
 		resp, ae := g.getCDN(ctx, metaToken, info.URL, rng)
 		if ae != nil {
@@ -365,8 +365,8 @@ func drainClose(resp *http.Response) {
 	resp.Body.Close()
 }
 
-// metaError is an error answer from the Graph API.
-type metaError struct {
+// graphError is an error answer from the Graph API.
+type graphError struct {
 	Message   string `json:"message"`
 	Type      string `json:"type"`
 	Code      int    `json:"code"`
@@ -388,7 +388,7 @@ func upstreamAnswerError(resp *http.Response) *apiError {
 		return errUpstreamBadAnswer.withCause(cause)
 	}
 	var env struct {
-		Error *metaError `json:"error"`
+		Error *graphError `json:"error"`
 	}
 	if json.Unmarshal(body, &env) != nil || env.Error == nil {
 		return errUpstreamBadAnswer.withCause(cause)
@@ -404,17 +404,17 @@ func upstreamAnswerError(resp *http.Response) *apiError {
 	return &apiError{
 		Status: status, Code: codeMetaAPIError, Message: msg,
 		Details: json.RawMessage(body),
-		cause:   &metaAPIErr{status: resp.StatusCode, meta: *env.Error},
+		cause:   &metaRefusal{status: resp.StatusCode, meta: *env.Error},
 	}
 }
 
-// metaAPIErr carries Meta's ids into logs.
-type metaAPIErr struct {
+// metaRefusal carries Meta's ids into logs.
+type metaRefusal struct {
 	status int
-	meta   metaError
+	meta   graphError
 }
 
-func (e *metaAPIErr) Error() string {
+func (e *metaRefusal) Error() string {
 	return "meta error " + strconv.Itoa(e.meta.Code) + " (subcode " + strconv.Itoa(e.meta.Subcode) +
 		", status " + strconv.Itoa(e.status) + ", fbtrace_id " + e.meta.FBTraceID + "): " + e.meta.Message
 }

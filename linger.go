@@ -47,10 +47,10 @@ const (
 	lingerIdleMax = 5 * time.Second
 )
 
-// clientBody is the request body as the handler got it, and what was
+// watchedBody is the request body as the handler got it, and what was
 // read of it: the routes read through it (and through readers they wrap
 // around it), refuse drains it.
-type clientBody struct {
+type watchedBody struct {
 	rc   io.ReadCloser
 	n    int64 // bytes read
 	read bool  // a Read reached the body: any 100 Continue went out
@@ -59,16 +59,16 @@ type clientBody struct {
 
 // watchBody puts a clientBody in front of an HTTP/1.x request's body; it
 // returns nil for a request without a body, or over HTTP/2 or HTTP/3.
-func watchBody(r *http.Request) *clientBody {
+func watchBody(r *http.Request) *watchedBody {
 	if r.ProtoMajor != 1 || r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	b := &clientBody{rc: r.Body}
+	b := &watchedBody{rc: r.Body}
 	r.Body = b
 	return b
 }
 
-func (b *clientBody) Read(p []byte) (int, error) {
+func (b *watchedBody) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
@@ -81,7 +81,7 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *clientBody) Close() error { return b.rc.Close() }
+func (b *watchedBody) Close() error { return b.rc.Close() }
 
 // lingerMode is how a refusal ends its connection.
 type lingerMode int
@@ -93,7 +93,7 @@ const (
 	lingerDrainClose                   // the same, with Connection: close
 )
 
-func (h *Handler) lingerMode(r *http.Request, b *clientBody) lingerMode {
+func (h *Handler) lingerMode(r *http.Request, b *watchedBody) lingerMode {
 	switch {
 	case b == nil || errors.Is(b.err, io.EOF):
 		return lingerNone
@@ -119,7 +119,7 @@ func (h *Handler) lingerIdle() time.Duration {
 
 // answerAndLinger writes a refusal and ends the connection as lingerMode
 // decides.
-func (h *Handler) answerAndLinger(w http.ResponseWriter, r *http.Request, b *clientBody, ae *apiError) {
+func (h *Handler) answerAndLinger(w http.ResponseWriter, r *http.Request, b *watchedBody, ae *apiError) {
 	switch mode := h.lingerMode(r, b); mode {
 	case lingerNone:
 		writeError(w, ae)
@@ -144,7 +144,7 @@ func (h *Handler) answerAndLinger(w http.ResponseWriter, r *http.Request, b *cli
 // When the body did not end within them, it breaks the connection: the
 // answer is out, and net/http must not read what is left of the body as
 // the next request.
-func (h *Handler) drain(rc *http.ResponseController, b *clientBody) {
+func (h *Handler) drain(rc *http.ResponseController, b *watchedBody) {
 	start, from := time.Now(), b.n
 	end := start.Add(lingerTotal)
 	limit := h.MaxSize + lingerExtra

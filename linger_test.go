@@ -33,19 +33,19 @@ func TestLingerMode(t *testing.T) {
 		}
 		return r
 	}
-	unread := &clientBody{}
+	unread := &watchedBody{}
 	cases := []struct {
 		name string
 		r    *http.Request
-		b    *clientBody
+		b    *watchedBody
 		want lingerMode
 	}{
 		{"no body", req(0), nil, lingerNone},
-		{"read to its end", req(10), &clientBody{read: true, n: 10, err: io.EOF}, lingerNone},
-		{"a read failed (stall guard, client gone)", req(10), &clientBody{read: true, err: errors.New("i/o timeout")}, lingerClose},
+		{"read to its end", req(10), &watchedBody{read: true, n: 10, err: io.EOF}, lingerNone},
+		{"a read failed (stall guard, client gone)", req(10), &watchedBody{read: true, err: errors.New("i/o timeout")}, lingerClose},
 		{"Expect: 100-continue, never read", req(10, "Expect", "100-continue"), unread, lingerDrainClose},
 		{"Expect: 100-continue, declared beyond the bound", req(1<<20+lingerExtra+1, "Expect", "100-continue"), unread, lingerClose},
-		{"Expect: 100-continue, read", req(10, "Expect", "100-Continue"), &clientBody{read: true, n: 4}, lingerDrain},
+		{"Expect: 100-continue, read", req(10, "Expect", "100-Continue"), &watchedBody{read: true, n: 4}, lingerDrain},
 		{"declared beyond max_size + 16 MiB", req(1<<20 + lingerExtra + 1), unread, lingerClose},
 		{"declared at the bound", req(1<<20 + lingerExtra), unread, lingerDrain},
 		{"chunked", req(-1), unread, lingerDrain},

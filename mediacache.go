@@ -35,13 +35,13 @@ func newMediaKey(acct *Account, mediaID, phone string) mediaKey {
 // URL's own life (5 minutes), so that a cached URL is still valid, and a
 // stale one is refreshed as a fresh one would be.
 type mediaCache struct {
-	c *otter.Cache[mediaKey, mediaInfo]
+	c *otter.Cache[mediaKey, mediaMetadata]
 }
 
 func newMediaCache(ttl time.Duration, entries int) (*mediaCache, error) {
-	c, err := otter.New(&otter.Options[mediaKey, mediaInfo]{
+	c, err := otter.New(&otter.Options[mediaKey, mediaMetadata]{
 		MaximumSize:      entries,
-		ExpiryCalculator: otter.ExpiryWriting[mediaKey, mediaInfo](ttl),
+		ExpiryCalculator: otter.ExpiryWriting[mediaKey, mediaMetadata](ttl),
 	})
 	if err != nil {
 		return nil, err
@@ -54,12 +54,12 @@ func (mc *mediaCache) stop() {
 	mc.c.StopAllGoroutines()
 }
 
-// mediaInfo returns the media's metadata from the cache, or asks Graph;
+// lookupMedia returns the media's metadata from the cache, or asks Graph;
 // concurrent misses for one key share one request, and a failed request
 // is not cached. Without a cache it always asks Graph.
-func (h *Handler) mediaInfo(ctx context.Context, acct *Account, mediaID, phone string) (mediaInfo, *apiError) {
+func (h *Handler) lookupMedia(ctx context.Context, acct *Account, mediaID, phone string) (mediaMetadata, *apiError) {
 	if h.mediaCache == nil {
-		return h.graph.mediaInfo(ctx, acct.MetaToken, mediaID, phone)
+		return h.graph.fetchMetadata(ctx, acct.MetaToken, mediaID, phone)
 	}
 	key := newMediaKey(acct, mediaID, phone)
 	if info, ok := h.mediaCache.c.GetIfPresent(key); ok {
@@ -67,30 +67,30 @@ func (h *Handler) mediaInfo(ctx context.Context, acct *Account, mediaID, phone s
 		return info, nil
 	}
 	metrics.mediaCacheMiss.Inc()
-	info, err := h.mediaCache.c.Get(ctx, key, otter.LoaderFunc[mediaKey, mediaInfo](
-		func(ctx context.Context, _ mediaKey) (mediaInfo, error) {
+	info, err := h.mediaCache.c.Get(ctx, key, otter.LoaderFunc[mediaKey, mediaMetadata](
+		func(ctx context.Context, _ mediaKey) (mediaMetadata, error) {
 			// Shared by every caller waiting for this key: one going away
 			// must not fail it for the others.
-			info, ae := h.graph.mediaInfo(context.WithoutCancel(ctx), acct.MetaToken, mediaID, phone)
+			info, ae := h.graph.fetchMetadata(context.WithoutCancel(ctx), acct.MetaToken, mediaID, phone)
 			if ae != nil {
-				return mediaInfo{}, ae
+				return mediaMetadata{}, ae
 			}
 			return info, nil
 		}))
 	if err != nil {
 		var ae *apiError
 		if errors.As(err, &ae) {
-			return mediaInfo{}, ae
+			return mediaMetadata{}, ae
 		}
-		return mediaInfo{}, errUpstream.withCause(err)
+		return mediaMetadata{}, errUpstream.withCause(err)
 	}
 	return info, nil
 }
 
-// refreshMediaInfo asks Graph again, for a URL the CDN no longer takes,
+// refreshMedia asks Graph again, for a URL the CDN no longer takes,
 // and keeps the answer; a refusal forgets the media.
-func (h *Handler) refreshMediaInfo(ctx context.Context, acct *Account, mediaID, phone string) (mediaInfo, *apiError) {
-	info, ae := h.graph.mediaInfo(ctx, acct.MetaToken, mediaID, phone)
+func (h *Handler) refreshMedia(ctx context.Context, acct *Account, mediaID, phone string) (mediaMetadata, *apiError) {
+	info, ae := h.graph.fetchMetadata(ctx, acct.MetaToken, mediaID, phone)
 	if h.mediaCache != nil {
 		key := newMediaKey(acct, mediaID, phone)
 		if ae != nil {
@@ -102,9 +102,9 @@ func (h *Handler) refreshMediaInfo(ctx context.Context, acct *Account, mediaID, 
 	return info, ae
 }
 
-// forgetMediaInfo drops the cached metadata of a media that Meta no longer
+// forgetMedia drops the cached metadata of a media that Meta no longer
 // serves.
-func (h *Handler) forgetMediaInfo(acct *Account, mediaID, phone string) {
+func (h *Handler) forgetMedia(acct *Account, mediaID, phone string) {
 	if h.mediaCache != nil {
 		h.mediaCache.c.Invalidate(newMediaKey(acct, mediaID, phone))
 	}

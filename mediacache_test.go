@@ -92,7 +92,7 @@ func TestMediaCache(t *testing.T) {
 			{&Account{ID: "premium", MetaToken: "EAAG-rotated"}, ""},
 			{acct, phoneA},
 		} {
-			_, _ = e.h.mediaInfo(ctx, c.acct, id, c.phone)
+			_, _ = e.h.lookupMedia(ctx, c.acct, id, c.phone)
 		}
 		assert.Len(t, e.routeRequests("media"), 4)
 	})

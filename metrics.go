@@ -52,7 +52,7 @@ func initMetrics() {
 		}, []string{"direction"})
 		metrics.spooled = prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "spooled_uploads_total",
-			Help: "Multipart uploads whose file part came before phoneNumberId and was spooled to disk.",
+			Help: "Multipart uploads whose file part was spooled to disk: it came before phoneNumberId, or its type could only be told by a type field after it.",
 		})
 		metrics.upstream = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "upstream_duration_seconds",

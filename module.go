@@ -82,7 +82,9 @@ type Handler struct {
 	DisableTypeCeilings bool `json:"disable_type_ceilings,omitempty"`
 
 	// SpoolDir is the directory for the temporary file that holds a
-	// multipart upload's file part when it comes before phoneNumberId.
+	// multipart upload's file part while the rest of the form is read:
+	// when it comes before phoneNumberId, or when neither its headers nor
+	// its bytes tell its type and a type field may still follow it.
 	// Such files are removed as soon as the upload ends. Default: the
 	// system's temporary directory.
 	SpoolDir string `json:"spool_dir,omitempty"`
@@ -242,18 +244,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // Validate checks the provisioned configuration.
 func (h *Handler) Validate() error {
-	if !strings.HasPrefix(h.PathPrefix, "/") {
-		return fmt.Errorf("path_prefix must start with '/': %q", h.PathPrefix)
+	if err := checkPathPrefix(h.PathPrefix); err != nil {
+		return err
 	}
-	if (&url.URL{Path: h.PathPrefix}).EscapedPath() != h.PathPrefix {
-		return fmt.Errorf("path_prefix must need no escaping in a URL: %q", h.PathPrefix)
+	if err := checkGraphVersion(h.GraphVersion); err != nil {
+		return err
 	}
 	u, err := url.Parse(h.GraphURL)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" {
 		return fmt.Errorf("graph_url must be an absolute http(s) URL: %q", h.GraphURL)
-	}
-	if !graphVersionRe.MatchString(h.GraphVersion) {
-		return fmt.Errorf("graph_version must look like v23.0: %q", h.GraphVersion)
 	}
 	if h.MaxSize < 0 || h.MaxSize > maxMaxSize {
 		return fmt.Errorf("max_size must be between 1 byte and 1 TiB: %d", h.MaxSize)
@@ -339,10 +338,12 @@ func (h *Handler) serveRoute(w http.ResponseWriter, r *http.Request, route route
 		return ae
 	}
 	acct, ae := h.authenticate(r)
+	if acct != nil {
+		setAccountVars(r, acct) // a plan refusal is logged with its account
+	}
 	if ae != nil {
 		return ae
 	}
-	setAccountVars(r, acct)
 	if route == routeUpload {
 		return h.serveUpload(w, r, acct)
 	}
@@ -352,93 +353,10 @@ func (h *Handler) serveRoute(w http.ResponseWriter, r *http.Request, route route
 // refuse logs ae, writes it in the error envelope, and lingers on what is
 // left of the request's body, so that every client hears the answer
 // (linger.go).
-func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, body *clientBody, ae *apiError) {
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, body *watchedBody, ae *apiError) {
 	h.logAnswer(r, ae)
 	setErrorVar(r, ae.Code)
 	h.answerAndLinger(w, r, body, ae)
-}
-
-type routeKind int
-
-const (
-	routeNone routeKind = iota
-	routeUpload
-	routeDownload
-	// A path that a lenient router would read as a media route, but that
-	// is not written as one: answered 404 by the gateway, never passed on
-	// to the app with its body and token.
-	routeNearUpload
-	routeNearDownload
-)
-
-func (k routeKind) String() string {
-	switch k {
-	case routeUpload:
-		return "upload"
-	case routeDownload:
-		return "download"
-	}
-	return "near_miss"
-}
-
-// allows refuses a method the route does not serve.
-func (k routeKind) allows(method string) *apiError {
-	switch {
-	case k == routeUpload && method != http.MethodPost:
-		return methodNotAllowed(http.MethodPost)
-	case k == routeDownload && method != http.MethodGet && method != http.MethodHead:
-		return methodNotAllowed("GET, HEAD")
-	}
-	return nil
-}
-
-// route matches the request's escaped path against the media routes, so
-// that an encoded slash in a media id is seen as such, not as a separator.
-// A path that is a media route only once normalised (media.NormalizePath:
-// case, repeated or trailing slashes, ";" parameters, escaped letters) is
-// a near miss.
-func (h *Handler) route(r *http.Request) (routeKind, string) {
-	p := r.URL.EscapedPath()
-	if rest, ok := strings.CutPrefix(p, h.PathPrefix+"/"); ok {
-		if rest == "upload" {
-			return routeUpload, ""
-		}
-		if id, ok := strings.CutSuffix(rest, "/download"); ok {
-			return routeDownload, id
-		}
-	}
-	if !mayNearMiss(p) {
-		return routeNone, "" // most of the app's traffic: no allocation
-	}
-	rest, ok := strings.CutPrefix(media.NormalizePath(p), h.nearPrefix)
-	switch id, isDownload := strings.CutSuffix(rest, "/download"); {
-	case !ok:
-	case rest == "upload":
-		return routeNearUpload, ""
-	case isDownload && id != "" && !strings.Contains(id, "/"):
-		return routeNearDownload, ""
-	}
-	return routeNone, ""
-}
-
-// mayNearMiss reports whether p could normalise to a media route: it must
-// spell "load" in some case, or hide it in percent-escapes.
-func mayNearMiss(p string) bool {
-	for i := 0; i < len(p); i++ {
-		if p[i] == '%' || (p[i]|0x20 == 'l' && len(p)-i >= 4 && strings.EqualFold(p[i:i+4], "load")) {
-			return true
-		}
-	}
-	return false
-}
-
-// nearMiss answers a near miss of a media route, naming the route.
-func (h *Handler) nearMiss(route routeKind) *apiError {
-	want := "POST " + h.PathPrefix + "/upload"
-	if route == routeNearDownload {
-		want = "GET " + h.PathPrefix + "/{mediaId}/download"
-	}
-	return newError(http.StatusNotFound, codeNotFound, "No such route; the media routes are written exactly: did you mean "+want+"?")
 }
 
 // logAnswer logs a refused or failed request once: failures of the
@@ -464,7 +382,7 @@ func (h *Handler) logAnswer(r *http.Request, ae *apiError) {
 	if acct, ok := placeholder(r, varAccount); ok {
 		fields = append(fields, zap.String("account", acct))
 	}
-	var me *metaAPIErr
+	var me *metaRefusal
 	if errors.As(ae.cause, &me) {
 		fields = append(fields, zap.Int("meta_status", me.status), zap.Int("meta_code", me.meta.Code),
 			zap.Int("meta_subcode", me.meta.Subcode), zap.String("fbtrace_id", me.meta.FBTraceID))

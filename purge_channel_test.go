@@ -20,10 +20,10 @@ func TestPurgeMessage(t *testing.T) {
 	hash := fixtures.SHA256Hex([]byte("tok"))
 	key, ok := purgeMessage(hash)
 	require.True(t, ok)
-	assert.Equal(t, tokenKey("tok"), key)
+	assert.Equal(t, keyOf("tok"), key)
 	key, ok = purgeMessage(strings.ToUpper(hash))
 	assert.True(t, ok, "hex digits in either case")
-	assert.Equal(t, tokenKey("tok"), key)
+	assert.Equal(t, keyOf("tok"), key)
 	key, ok = purgeMessage("*")
 	assert.True(t, ok)
 	assert.Nil(t, key, "* purges everything")
@@ -56,8 +56,8 @@ func TestBackoff(t *testing.T) {
 func TestPurgeRequest(t *testing.T) {
 	hash := fixtures.SHA256Hex([]byte("tok"))
 	for body, want := range map[string]*[32]byte{
-		`{"token": "tok"}`:                 tokenKey("tok"),
-		`{"token_sha256": "` + hash + `"}`: tokenKey("tok"),
+		`{"token": "tok"}`:                 keyOf("tok"),
+		`{"token_sha256": "` + hash + `"}`: keyOf("tok"),
 		`{}`:                               nil,
 		``:                                 nil,
 	} {
@@ -97,7 +97,7 @@ func TestPurgeChannel(t *testing.T) {
 	pub := redisClient(t, rs)
 	ctx := context.Background()
 	lookup := func(tok string) error { _, err := s.Lookup(ctx, tok); return err }
-	cached := func(tok string) bool { _, ok := s.cache.c.GetIfPresent(*tokenKey(tok)); return ok }
+	cached := func(tok string) bool { _, ok := s.cache.c.GetIfPresent(tokenKey(tok)); return ok }
 	for _, tok := range []string{"a", "b", "c"} {
 		require.NoError(t, lookup(tok))
 	}

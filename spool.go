@@ -20,8 +20,8 @@ const spoolRetryAfter = 10 * time.Second
 
 var errSpoolFull = &apiError{
 	Status: http.StatusServiceUnavailable, Code: codeSpoolFull,
-	Message: "Too many uploads are waiting on disk for their phoneNumberId; try again later, " +
-		"or send phoneNumberId before the file (or in the X-Phone-Number-Id header) to stream it",
+	Message: "Too many uploads are waiting on disk for the rest of their form; try again later, " +
+		"or send phoneNumberId and type before the file (or as X-Phone-Number-Id and X-Upload-Type headers) to stream it",
 	Header: http.Header{"Retry-After": {strconv.Itoa(int(spoolRetryAfter.Seconds()))}},
 }
 
@@ -109,7 +109,8 @@ func (h *Handler) spool(w http.ResponseWriter, part io.Reader) (*spoolFile, int6
 	})
 	lr := &limitReader{r: progressReader{part, guard}, max: h.MaxSize}
 	n, err := io.CopyBuffer(writerOnly{f}, lr, *bp)
-	if guard.stop() {
+	guard.stop()
+	if guard.fired() {
 		s.close()
 		return nil, 0, errClientStalled
 	}

@@ -3,12 +3,10 @@ package whatsappmedia
 import (
 	"bufio"
 	"context"
-	"errors"
 	"io"
 	"mime"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -254,73 +252,6 @@ func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Accou
 	setMediaVars(r, id, c.file.n)
 	writeSuccess(w, uploadData{MediaID: id, MimeType: u.file.mimeType, Size: c.file.n})
 	return nil
-}
-
-// clientFile is the client's side of an upload to Meta: the file's bytes,
-// bounded by max_size and counted, read by net/http's transport through a
-// requestBody, and watched by the stall guard. No byte taken from the
-// client, or taken by Meta, for stall_timeout cancels the request to
-// Meta; which side stalled decides the answer. Every read from the client
-// counts as progress, so a slow but steady client is never cut off.
-type clientFile struct {
-	body    *requestBody
-	file    *limitReader
-	guard   *stallGuard
-	stalled atomic.Bool // the client stalled, not Meta
-}
-
-func (h *Handler) newClientFile(w http.ResponseWriter, u metaUpload, limit int64, cancel func()) *clientFile {
-	c := &clientFile{body: newRequestBody()}
-	c.guard = newStallGuard(time.Duration(h.StallTimeout), func() {
-		if c.body.reading.Load() {
-			// net/http's transport, once cancelled, still waits for its
-			// body Read to return: release it.
-			c.stalled.Store(true)
-			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
-		}
-		cancel()
-	})
-	c.file = &limitReader{r: fillReader{r: progressReader{u.file.body, c.guard}, stop: &c.body.stopping}, max: limit}
-	var src io.Reader = c.file
-	if u.finish != nil {
-		src = io.MultiReader(c.file, &funcReader{fn: u.finish})
-	}
-	c.body.r, c.body.guard = src, c.guard
-	return c
-}
-
-// end stops the body once Meta has answered or failed (waiting up to wait
-// for a Read in progress, see requestBody.stop), counts the bytes,
-// and reports whether the whole file went to Meta, or the client's side's
-// reason for the upload's failure (tooLarge for a file over its limit).
-// With a Content-Length (size >= 0), Meta may answer before the
-// transport's final Read sees EOF, so there the file's byte count is what
-// tells.
-func (c *clientFile) end(w http.ResponseWriter, size int64, wait time.Duration, tooLarge *apiError) (sent bool, ae *apiError) {
-	err := c.body.stop(w, wait)
-	metrics.bytes.WithLabelValues("upload").Add(float64(c.file.n))
-	if c.guard.stop() {
-		if c.stalled.Load() {
-			return false, errClientStalled
-		}
-		return false, errUpstreamTimeout.withCause(errors.New("meta took no bytes for stall_timeout"))
-	}
-	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, errBodyStopped) {
-		return errors.Is(err, io.EOF) || (size >= 0 && c.file.n == size), nil
-	}
-	if errors.Is(err, errFileTooLarge) {
-		return false, tooLarge
-	}
-	if errors.As(err, &ae) {
-		return false, ae
-	}
-	return false, clientBodyError(err)
-}
-
-// clientBodyError answers a request whose body could not be read: it
-// ended early, was malformed, or the client went away.
-func clientBodyError(err error) *apiError {
-	return validationError("The request body could not be read in full").withCause(err)
 }
 
 // sizeLimit returns the most bytes a file of type mimeType may have, and

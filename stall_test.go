@@ -3,23 +3,18 @@ package whatsappmedia
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"errors"
 	"io"
 	"net"
 	"net/http"
 	"runtime"
 	"strings"
 	"testing"
-	"testing/iotest"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
 	"github.com/avenping/caddy-whatsapp-media/internal/metaemu"
@@ -193,91 +188,4 @@ func TestSlowSteadyClientsAreNotStalled(t *testing.T) {
 		a := e.do(e.rawUpload(tokPremium, pr, map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"}))
 		e.checkStored(a, data, "image/jpeg")
 	})
-}
-
-func TestCopyVerified(t *testing.T) {
-	data := bytes.Repeat([]byte("0123456789"), 20_000)
-	sum := sha256.Sum256(data)
-	var w bytes.Buffer
-	n, reason, err := copyVerified(&w, bytes.NewReader(data), int64(len(data)), sum[:], nil)
-	require.NoError(t, err)
-	assert.Empty(t, reason)
-	assert.Equal(t, int64(len(data)), n)
-	assert.Equal(t, data, w.Bytes())
-
-	w.Reset()
-	_, reason, _ = copyVerified(&w, bytes.NewReader(data), int64(len(data))+1, nil, nil)
-	assert.Equal(t, "truncated", reason)
-	assert.Less(t, w.Len(), len(data), "a short body was written in full")
-
-	w.Reset()
-	_, reason, _ = copyVerified(&w, bytes.NewReader(data), int64(len(data))-1, nil, nil)
-	assert.Equal(t, "too_long", reason)
-	assert.Less(t, w.Len(), len(data))
-
-	w.Reset()
-	bad := sha256.Sum256([]byte("x"))
-	_, reason, _ = copyVerified(&w, bytes.NewReader(data), int64(len(data)), bad[:], nil)
-	assert.Equal(t, "digest_mismatch", reason)
-	assert.Less(t, w.Len(), len(data))
-}
-
-// TestCopyVerifiedPipelined drives the hasher goroutine through many
-// chunks of uneven sizes: under -race, a buffer read into while the hasher
-// still reads it shows as a race, and as a wrong digest without it.
-func TestCopyVerifiedPipelined(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	data := make([]byte, 3<<20+17)
-	_, _ = rand.Read(data)
-	sum := sha256.Sum256(data)
-	for name, src := range map[string]func() io.Reader{
-		"whole":   func() io.Reader { return bytes.NewReader(data) },
-		"halves":  func() io.Reader { return iotest.HalfReader(bytes.NewReader(data)) },
-		"bytes":   func() io.Reader { return io.LimitReader(iotest.OneByteReader(bytes.NewReader(data)), 200_000) },
-		"eofdata": func() io.Reader { return iotest.DataErrReader(bytes.NewReader(data)) },
-	} {
-		t.Run(name, func(t *testing.T) {
-			want := data
-			if name == "bytes" {
-				want = data[:200_000]
-			}
-			wantSum := sha256.Sum256(want)
-			var w bytes.Buffer
-			n, reason, err := copyVerified(&w, src(), int64(len(want)), wantSum[:], nil)
-			require.NoError(t, err)
-			require.Empty(t, reason)
-			assert.Equal(t, int64(len(want)), n)
-			assert.True(t, bytes.Equal(want, w.Bytes()), "the bytes written differ from the source")
-		})
-	}
-
-	t.Run("corrupt middle", func(t *testing.T) {
-		bad := bytes.Clone(data)
-		bad[len(bad)/2] ^= 1
-		var w bytes.Buffer
-		n, reason, _ := copyVerified(&w, bytes.NewReader(bad), int64(len(bad)), sum[:], nil)
-		assert.Equal(t, "digest_mismatch", reason)
-		assert.Less(t, n, int64(len(bad)), "a corrupt body was written in full")
-	})
-
-	t.Run("client fails", func(t *testing.T) {
-		w := &failAfter{n: 1 << 20}
-		n, reason, err := copyVerified(w, bytes.NewReader(data), int64(len(data)), sum[:], nil)
-		assert.Equal(t, "client_write", reason)
-		assert.Error(t, err)
-		assert.LessOrEqual(t, n, int64(1<<20))
-	})
-}
-
-// failAfter is a writer that fails once n bytes were written.
-type failAfter struct{ n int }
-
-func (f *failAfter) Write(p []byte) (int, error) {
-	if len(p) > f.n {
-		m := f.n
-		f.n = 0
-		return m, errors.New("client went away")
-	}
-	f.n -= len(p)
-	return len(p), nil
 }
