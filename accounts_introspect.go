@@ -93,6 +93,9 @@ type IntrospectAccounts struct {
 	client     *http.Client
 	headers    http.Header
 	logger     *zap.Logger
+	// now and clock are the source's time: tests set a clock they move.
+	now   func() time.Time
+	clock otter.Clock // the cache's; nil is the real clock
 }
 
 // introspectAnswer is a cached answer: account nil means inactive.
@@ -133,6 +136,9 @@ func (IntrospectAccounts) CaddyModule() caddy.ModuleInfo {
 // Provision sets defaults, expands placeholders and gets the cache.
 func (s *IntrospectAccounts) Provision(ctx caddy.Context) error {
 	s.logger = ctx.Logger()
+	if s.now == nil {
+		s.now = time.Now
+	}
 	repl := caddy.NewReplacer()
 	u, err := url.Parse(repl.ReplaceKnown(s.URL, ""))
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
@@ -238,12 +244,13 @@ func (s *IntrospectAccounts) provisionPurgeChannel(ctx caddy.Context, repl *cadd
 }
 
 func (s *IntrospectAccounts) newCache() (*introspectCache, error) {
-	pos, neg := time.Duration(s.CacheTTL), time.Duration(s.NegativeTTL)
+	pos, neg, now := time.Duration(s.CacheTTL), time.Duration(s.NegativeTTL), s.now
 	c, err := otter.New(&otter.Options[[sha256.Size]byte, introspectAnswer]{
 		MaximumSize: s.MaxEntries,
 		ExpiryCalculator: otter.ExpiryCreatingFunc(func(e otter.Entry[[sha256.Size]byte, introspectAnswer]) time.Duration {
-			return answerTTL(e.Value, pos, neg, time.Now())
+			return answerTTL(e.Value, pos, neg, now())
 		}),
+		Clock: s.clock,
 	})
 	if err != nil {
 		return nil, err

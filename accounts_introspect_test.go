@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -135,9 +136,11 @@ func TestIntrospectRequestAndCache(t *testing.T) {
 func TestIntrospectNegativeAndExpiry(t *testing.T) {
 	app := newFakeApp(t)
 	app.set("good", activeAnswer("u1", time.Time{}))
+	clk := newTestClock()
 	s := newIntrospect(t, app, func(s *IntrospectAccounts) {
-		s.CacheTTL = caddy.Duration(150 * time.Millisecond)
-		s.NegativeTTL = caddy.Duration(150 * time.Millisecond)
+		s.CacheTTL = caddy.Duration(30 * time.Second)
+		s.NegativeTTL = caddy.Duration(5 * time.Second)
+		s.now, s.clock = clk.Now, clk
 	})
 	for i := 0; i < 3; i++ {
 		_, err := s.Lookup(context.Background(), "revoked")
@@ -146,31 +149,39 @@ func TestIntrospectNegativeAndExpiry(t *testing.T) {
 		require.NoError(t, err)
 	}
 	assert.Equal(t, int32(2), app.calls.Load(), "negative or positive answer not cached")
-	time.Sleep(400 * time.Millisecond)
+	clk.Advance(5*time.Second + time.Millisecond)
 	_, err := s.Lookup(context.Background(), "revoked")
 	assert.ErrorIs(t, err, ErrUnknownToken)
 	_, err = s.Lookup(context.Background(), "good")
 	require.NoError(t, err)
-	assert.Equal(t, int32(4), app.calls.Load(), "entries outlived their TTL")
+	assert.Equal(t, int32(3), app.calls.Load(), "the negative answer outlived negative_ttl, or the positive one went early")
+	clk.Advance(25 * time.Second)
+	_, err = s.Lookup(context.Background(), "good")
+	require.NoError(t, err)
+	assert.Equal(t, int32(4), app.calls.Load(), "the positive answer outlived cache_ttl")
 }
 
 func TestIntrospectPlanExpiryInsideTTL(t *testing.T) {
 	app := newFakeApp(t)
-	app.set("tok", activeAnswer("u1", time.Now().Add(300*time.Millisecond)))
-	s := newIntrospect(t, app, func(s *IntrospectAccounts) { s.CacheTTL = caddy.Duration(time.Hour) })
+	clk := newTestClock()
+	app.set("tok", activeAnswer("u1", clk.Now().Add(10*time.Minute)))
+	s := newIntrospect(t, app, func(s *IntrospectAccounts) {
+		s.CacheTTL = caddy.Duration(time.Hour)
+		s.now, s.clock = clk.Now, clk
+	})
 	_, err := s.Lookup(context.Background(), "tok")
 	require.NoError(t, err)
 	_, err = s.Lookup(context.Background(), "tok")
 	require.NoError(t, err)
 	assert.Equal(t, int32(1), app.calls.Load())
-	time.Sleep(600 * time.Millisecond)
+	clk.Advance(10*time.Minute + time.Second)
 	// The entry ended with the plan: the app is asked again (and may say
 	// the plan was renewed).
-	app.set("tok", activeAnswer("u1", time.Now().Add(time.Hour)))
+	app.set("tok", activeAnswer("u1", clk.Now().Add(time.Hour)))
 	acct, err := s.Lookup(context.Background(), "tok")
 	require.NoError(t, err)
 	assert.Equal(t, int32(2), app.calls.Load(), "a cached entry outlived the plan")
-	assert.True(t, acct.PlanExpires.After(time.Now()))
+	assert.True(t, acct.PlanExpires.After(clk.Now()))
 }
 
 func TestAnswerTTL(t *testing.T) {
@@ -190,6 +201,7 @@ func TestIntrospectConcurrentColdLookupsCollapse(t *testing.T) {
 	app.gate = gate
 	s := newIntrospect(t, app, nil)
 	const n = 50
+	misses := testutil.ToFloat64(metrics.cacheMiss)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := 0; i < n; i++ {
@@ -202,8 +214,11 @@ func TestIntrospectConcurrentColdLookupsCollapse(t *testing.T) {
 			errs <- err
 		}()
 	}
-	require.Eventually(t, func() bool { return app.calls.Load() >= 1 }, 5*time.Second, time.Millisecond)
-	time.Sleep(50 * time.Millisecond) // let the other look-ups queue behind the first
+	// Every look-up has missed the cache while the first call is held: a
+	// look-up that reaches the cache after the gate opens finds the answer.
+	require.Eventually(t, func() bool {
+		return app.calls.Load() >= 1 && testutil.ToFloat64(metrics.cacheMiss)-misses >= n
+	}, 5*time.Second, time.Millisecond)
 	close(gate)
 	wg.Wait()
 	close(errs)

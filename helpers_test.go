@@ -240,3 +240,26 @@ func (e *env) serveDirect(req *http.Request) *httptest.ResponseRecorder {
 	require.NoError(e.t, e.h.ServeHTTP(rec, req, next))
 	return rec
 }
+
+// testClock is a clock the test moves, never the wall: the handler's now
+// and the caches' otter.Clock (which then makes no periodic clean-ups;
+// entries are checked for expiry when read).
+type testClock struct{ ns atomic.Int64 }
+
+func newTestClock() *testClock {
+	c := &testClock{}
+	// Far from the wall clock, so that a reading of the wall shows.
+	c.ns.Store(time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+
+func (c *testClock) Now() time.Time                      { return time.Unix(0, c.ns.Load()) }
+func (c *testClock) NowNano() int64                      { return c.ns.Load() }
+func (c *testClock) Tick(time.Duration) <-chan time.Time { return nil }
+func (c *testClock) Advance(d time.Duration)             { c.ns.Add(int64(d)) }
+
+// cacheOnClock runs a handler's media cache on clk (its plans stay on the
+// wall clock, as the test accounts' end dates are).
+func cacheOnClock(clk *testClock) func(*Handler) {
+	return func(h *Handler) { h.cacheClock = clk }
+}

@@ -38,10 +38,13 @@ type mediaCache struct {
 	c *otter.Cache[mediaKey, mediaMetadata]
 }
 
-func newMediaCache(ttl time.Duration, entries int) (*mediaCache, error) {
+// newMediaCache makes a cache of entries answers, each kept ttl on clock
+// (nil: the real clock).
+func newMediaCache(ttl time.Duration, entries int, clock otter.Clock) (*mediaCache, error) {
 	c, err := otter.New(&otter.Options[mediaKey, mediaMetadata]{
 		MaximumSize:      entries,
 		ExpiryCalculator: otter.ExpiryWriting[mediaKey, mediaMetadata](ttl),
+		Clock:            clock,
 	})
 	if err != nil {
 		return nil, err

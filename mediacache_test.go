@@ -98,19 +98,18 @@ func TestMediaCache(t *testing.T) {
 	})
 
 	t.Run("expiry from Graph's answer, not extended by use", func(t *testing.T) {
-		e := newEnv(t, func(h *Handler) { ttl := caddy.Duration(400 * time.Millisecond); h.MediaCacheTTL = &ttl })
+		clk := newTestClock()
+		e := newEnv(t, cacheOnClock(clk), func(h *Handler) { ttl := caddy.Duration(4 * time.Minute); h.MediaCacheTTL = &ttl })
 		id := e.media(data, "image/jpeg")
-		deadline := time.Now().Add(400 * time.Millisecond)
 		e.fetch(http.MethodHead, id, tokPremium, nil)
-		for time.Until(deadline) > 100*time.Millisecond {
+		for i := 0; i < 7; i++ {
+			clk.Advance(30 * time.Second)
 			e.fetch(http.MethodHead, id, tokPremium, nil) // use does not extend the entry
-			time.Sleep(50 * time.Millisecond)
 		}
-		require.Len(t, e.routeRequests("media"), 1)
-		require.Eventually(t, func() bool {
-			e.fetch(http.MethodHead, id, tokPremium, nil)
-			return len(e.routeRequests("media")) == 2
-		}, 2*time.Second, 50*time.Millisecond, "the entry outlived its time")
+		require.Len(t, e.routeRequests("media"), 1, "the entry went before its time (3m30s of 4m)")
+		clk.Advance(31 * time.Second)
+		e.fetch(http.MethodHead, id, tokPremium, nil)
+		assert.Len(t, e.routeRequests("media"), 2, "the entry outlived its time (4m01s of 4m)")
 	})
 
 	t.Run("concurrent misses make one Graph request", func(t *testing.T) {

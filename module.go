@@ -20,6 +20,7 @@ import (
 	"github.com/avenping/caddy-whatsapp-media/internal/media"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/maypok86/otter/v2"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -152,7 +153,10 @@ type Handler struct {
 	spoolUsage *spoolUsage
 	nearPrefix string // path_prefix normalised, and "/": where near misses start
 	logger     *zap.Logger
+	// now and cacheClock are the handler's time: tests set a clock they
+	// move. cacheClock nil is the real clock.
 	now        func() time.Time
+	cacheClock otter.Clock
 }
 
 // CaddyModule returns the Caddy module information.
@@ -299,7 +303,7 @@ func (h *Handler) provisionMediaCache() error {
 	if *h.MediaCacheTTL == 0 {
 		return nil
 	}
-	mc, err := newMediaCache(time.Duration(*h.MediaCacheTTL), h.MediaCacheEntries)
+	mc, err := newMediaCache(time.Duration(*h.MediaCacheTTL), h.MediaCacheEntries, h.cacheClock)
 	if err != nil {
 		return fmt.Errorf("media cache: %v", err)
 	}

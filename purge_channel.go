@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -104,6 +105,10 @@ type subscriber struct {
 	caches map[*introspectCache]int // registrations by source
 	ps     *redis.PubSub            // set by run
 	up     prometheus.Gauge         // purge_channel_up of this subscriber
+	// failed counts failed subscriptions and lastErr is the latest's
+	// error, so that a test can wait for a refusal instead of a timeout.
+	failed  atomic.Int64
+	lastErr error
 }
 
 // subscriberKey names a subscriber: its channel, URL and TLS options.
@@ -257,6 +262,10 @@ func (s *subscriber) run(ctx context.Context) {
 // logged at debug level.
 func (s *subscriber) down(err error, warn bool, warned *time.Time) {
 	s.up.Set(0)
+	s.mu.Lock()
+	s.lastErr = err
+	s.mu.Unlock()
+	s.failed.Add(1)
 	level := zapcore.DebugLevel
 	if warn {
 		level = zapcore.WarnLevel

@@ -71,22 +71,27 @@ func TestIntrospectTLS(t *testing.T) {
 
 func TestPurgeChannelTLS(t *testing.T) {
 	p := fixtures.NewPKI(t)
-	// up reports whether a source with tlsCfg subscribes to rs within a
-	// few seconds (a refused handshake keeps the channel down).
+	// up reports whether a source with tlsCfg subscribes to rs: true once
+	// the channel is up, false once a subscription has failed on the
+	// handshake (which keeps the channel down), whichever comes first.
 	up := func(t *testing.T, rs *fixtures.Redis, channel string, tlsCfg *reverseproxy.TLSConfig) bool {
 		app := newFakeApp(t)
 		s := newIntrospect(t, app, func(s *IntrospectAccounts) {
 			s.PurgeChannel = &PurgeChannel{URL: "rediss://" + rs.Addr, Channel: channel, TLS: tlsCfg}
 		})
 		defer func() { _ = s.Cleanup(); s.subscriber = nil }()
-		deadline := time.Now().Add(3 * time.Second)
-		for time.Now().Before(deadline) {
-			if testutil.ToFloat64(metrics.channelUp.WithLabelValues(channel, rs.Addr)) == 1 {
-				return true
-			}
-			time.Sleep(20 * time.Millisecond)
+		var isUp bool
+		require.Eventually(t, func() bool {
+			isUp = testutil.ToFloat64(metrics.channelUp.WithLabelValues(channel, rs.Addr)) == 1
+			return isUp || s.subscriber.failed.Load() > 0
+		}, 10*time.Second, 10*time.Millisecond, "neither subscribed nor refused")
+		if !isUp {
+			s.subscriber.mu.Lock()
+			err := s.subscriber.lastErr
+			s.subscriber.mu.Unlock()
+			assert.ErrorContains(t, err, "tls", "refused for another reason than TLS")
 		}
-		return false
+		return isUp
 	}
 	t.Run("a private CA", func(t *testing.T) {
 		rs := fixtures.StartRedisTLS(t, p, false)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -142,9 +143,14 @@ func TestFleetPurgeChannel(t *testing.T) {
 	})
 
 	t.Run("junk changes nothing, * purges everything", func(t *testing.T) {
+		accept("tok-sentinel")
 		app.setActive("tok-2", false)
+		app.setActive("tok-sentinel", false)
 		require.NoError(t, pub.Publish(ctx, channel, "tok-2").Err()) // a raw token is not a message
-		time.Sleep(200 * time.Millisecond)
+		// A real purge published after it: once it has been applied, so
+		// has the junk before it (a subscriber gets messages in order).
+		require.NoError(t, pub.Publish(ctx, channel, fixtures.SHA256Hex([]byte("tok-sentinel"))).Err())
+		eventually("tok-sentinel", 401, time.Second, "the purge after the junk message")
 		for _, g := range fleet {
 			assert.Equal(t, 404, g.status(t, "tok-2"), "a junk message purged")
 		}
@@ -177,11 +183,36 @@ func TestFleetPurgeChannel(t *testing.T) {
 	})
 
 	t.Run("a reload keeps one subscriber an instance", func(t *testing.T) {
+		before := subscriberIDs(t, pub)
+		require.Len(t, before, 2)
+		// caddy reload returns once the new config runs and the old one is
+		// cleaned up: the subscriber it kept is the one from before.
 		fleet[0].reload(t, "max_size 50MiB")
-		time.Sleep(300 * time.Millisecond)
+		assert.Equal(t, before, subscriberIDs(t, pub), "the reload resubscribed")
 		n, err := pub.Publish(ctx, channel, "*").Result()
 		require.NoError(t, err)
 		assert.Equal(t, int64(2), n)
 		assert.Equal(t, "1", fleet[0].metric(t, "caddy_whatsapp_media_purge_channel_up"))
 	})
+}
+
+// subscriberIDs lists the ids of Redis clients subscribed to a channel
+// (CLIENT LIST's connections with sub=1).
+func subscriberIDs(t *testing.T, c *redis.Client) []string {
+	t.Helper()
+	list, err := c.ClientList(context.Background()).Result()
+	require.NoError(t, err)
+	var ids []string
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+		fields := map[string]string{}
+		for _, f := range strings.Fields(line) {
+			k, v, _ := strings.Cut(f, "=")
+			fields[k] = v
+		}
+		if fields["sub"] == "1" {
+			ids = append(ids, fields["id"])
+		}
+	}
+	sort.Strings(ids)
+	return ids
 }
