@@ -10,12 +10,14 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/avenping/caddy-whatsapp-media/internal/media"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -164,7 +166,14 @@ func (s *IntrospectAccounts) Provision(ctx caddy.Context) error {
 	for name, vals := range s.Headers {
 		names = append(names, name)
 		for _, v := range vals {
-			s.headers.Add(name, repl.ReplaceKnown(v, ""))
+			v = repl.ReplaceKnown(v, "")
+			if strings.TrimSpace(v) == "" {
+				// Most likely an unset {env.INTROSPECT_SECRET}: the app
+				// will refuse every call, and every request is 503.
+				s.logger.Warn("introspection header value expands to nothing; an app that checks it refuses every call (503 AUTH_UNAVAILABLE)",
+					zap.String("header", name))
+			}
+			s.headers.Add(name, v)
 		}
 	}
 	sort.Strings(names)
@@ -226,9 +235,14 @@ func (s *IntrospectAccounts) provisionPurgeChannel(ctx caddy.Context, repl *cadd
 	if pc.Channel == "" {
 		pc.Channel = DefaultPurgeChannel
 	}
-	url := repl.ReplaceKnown(pc.URL, "")
+	url := strings.TrimSpace(repl.ReplaceKnown(pc.URL, ""))
 	if url == "" {
-		return errors.New("introspect: purge_channel: a Redis URL is required")
+		// An unset {env.REDIS_URL}: like every secret placeholder that
+		// expands to nothing, not an error, so that caddy validate works
+		// without the production environment; but never silent.
+		s.logger.Warn("purge_channel's Redis URL expands to nothing; no purge channel: revoked tokens stay cached up to cache_ttl unless purged on the admin endpoint",
+			zap.String("channel", pc.Channel))
+		return nil
 	}
 	tlsConfig, err := tlsClientConfig(ctx, pc.TLS)
 	if err != nil {
@@ -333,12 +347,70 @@ func (a introspectAnswer) result() (*Account, error) {
 // introspectResponse is the app's answer, as docs/introspection.md
 // describes it.
 type introspectResponse struct {
-	Active          *bool    `json:"active"`
-	Sub             string   `json:"sub"`
-	Plan            string   `json:"plan"`
-	PlanExpiresAt   *string  `json:"plan_expires_at"`
-	MetaAccessToken string   `json:"meta_access_token"`
-	PhoneNumberIDs  []string `json:"phone_number_ids"`
+	Active          *bool     `json:"active"`
+	Sub             idString  `json:"sub"`
+	Plan            string    `json:"plan"`
+	PlanExpiresAt   *string   `json:"plan_expires_at"`
+	MetaAccessToken string    `json:"meta_access_token"`
+	PhoneNumberIDs  idStrings `json:"phone_number_ids"`
+}
+
+// idString is an id as the app may send it: a JSON string, or an integer
+// (an ORM's numeric primary key, a phone number id from a JSON number),
+// kept as its decimal digits.
+type idString string
+
+func (s *idString) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		return json.Unmarshal(b, (*string)(s))
+	}
+	if string(b) == "null" {
+		return nil
+	}
+	if !media.IsDigits(strings.TrimPrefix(string(b), "-"), 64) {
+		return errBadID
+	}
+	*s = idString(b)
+	return nil
+}
+
+// errBadID is an id (sub, or one of phone_number_ids) that is neither a
+// JSON string nor an integer.
+var errBadID = errors.New("introspection answer is not the expected JSON: sub and phone_number_ids must be strings or integers")
+
+// idStrings is a list of idString.
+type idStrings []idString
+
+func (ids idStrings) strings() []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = string(id)
+	}
+	return out
+}
+
+// answerError names the field of the app's answer that did not parse.
+func answerError(err error) error {
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, errBadID):
+		return err
+	case errors.As(err, &te) && te.Field != "":
+		return fmt.Errorf("introspection answer is not the expected JSON: %s must be a JSON %s, not %s", te.Field, jsonKind(te.Type), te.Value)
+	}
+	return errors.New("introspection answer is not the expected JSON")
+}
+
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Slice:
+		return "array"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "string"
 }
 
 // introspect makes one call to the app.
@@ -369,12 +441,15 @@ func (s *IntrospectAccounts) introspect(ctx context.Context, token string) (intr
 		return introspectAnswer{}, errors.New("introspection answer too large")
 	}
 	var ir introspectResponse
-	if err := json.Unmarshal(raw, &ir); err != nil || ir.Active == nil {
+	if err := json.Unmarshal(raw, &ir); err != nil {
+		return introspectAnswer{}, answerError(err)
+	}
+	if ir.Active == nil {
 		// null, {} or an error object is "cannot answer", not "revoked".
-		return introspectAnswer{}, errors.New("introspection answer is not the expected JSON")
+		return introspectAnswer{}, errors.New("introspection answer is not the expected JSON: it has no active field")
 	}
 	if ce := s.logger.Check(zapcore.DebugLevel, "introspection answered"); ce != nil {
-		ce.Write(zap.Bool("active", *ir.Active), zap.String("sub", ir.Sub), zap.Duration("duration", time.Since(start)))
+		ce.Write(zap.Bool("active", *ir.Active), zap.String("sub", string(ir.Sub)), zap.Duration("duration", time.Since(start)))
 	}
 	if !*ir.Active {
 		return introspectAnswer{}, nil
@@ -383,10 +458,10 @@ func (s *IntrospectAccounts) introspect(ctx context.Context, token string) (intr
 		return introspectAnswer{}, errors.New("introspection answer is active without sub")
 	}
 	acct := &Account{
-		ID:             ir.Sub,
+		ID:             string(ir.Sub),
 		Plan:           ir.Plan,
 		MetaToken:      strings.TrimSpace(ir.MetaAccessToken),
-		PhoneNumberIDs: ir.PhoneNumberIDs,
+		PhoneNumberIDs: ir.PhoneNumberIDs.strings(),
 	}
 	if ir.PlanExpiresAt != nil && *ir.PlanExpiresAt != "" {
 		t, err := time.Parse(time.RFC3339, *ir.PlanExpiresAt)
@@ -414,14 +489,15 @@ func (ic *introspectCache) purge(key *[sha256.Size]byte) int {
 }
 
 // purgeIntrospectCaches purges key (nil: everything) from every cache of
-// the running configs.
-func purgeIntrospectCaches(key *[sha256.Size]byte) int {
-	n := 0
+// the running configs, and returns the entries removed and the caches
+// reached.
+func purgeIntrospectCaches(key *[sha256.Size]byte) (entries, caches int) {
 	introspectPool.Range(func(_, v any) bool {
-		n += v.(*introspectCache).purge(key)
+		entries += v.(*introspectCache).purge(key)
+		caches++
 		return true
 	})
-	return n
+	return entries, caches
 }
 
 // UnmarshalCaddyfile sets up the introspect source from Caddyfile tokens.

@@ -300,14 +300,18 @@ func TestIntrospectPurge(t *testing.T) {
 	}
 	require.Equal(t, int32(3), app.calls.Load())
 
-	assert.Equal(t, 1, purgeIntrospectCaches(keyOf("a")))
-	assert.Equal(t, 0, purgeIntrospectCaches(keyOf("a")), "already purged")
+	n, caches := purgeIntrospectCaches(keyOf("a"))
+	assert.Equal(t, 1, n)
+	assert.GreaterOrEqual(t, caches, 1)
+	n, _ = purgeIntrospectCaches(keyOf("a"))
+	assert.Equal(t, 0, n, "already purged")
 	app.set("a", map[string]any{"active": false}) // regenerated: the old token is revoked
 	_, err := s.Lookup(context.Background(), "a")
 	assert.ErrorIs(t, err, ErrUnknownToken, "the purged token was still served from the cache")
 	assert.Equal(t, int32(4), app.calls.Load())
 
-	assert.GreaterOrEqual(t, purgeIntrospectCaches(nil), 3)
+	n, _ = purgeIntrospectCaches(nil)
+	assert.GreaterOrEqual(t, n, 3)
 	_, _ = s.Lookup(context.Background(), "b")
 	assert.Equal(t, int32(5), app.calls.Load())
 }
@@ -407,6 +411,33 @@ func TestIntrospectEmptyAnswersFailClosed(t *testing.T) {
 		_, err := s.Lookup(context.Background(), "tok")
 		require.Error(t, err, ans)
 		assert.NotErrorIs(t, err, ErrUnknownToken, "%s read as a revoked token", ans)
+	}
+}
+
+// TestIntrospectIDsAndFieldErrors: ids may come as JSON integers (an
+// ORM's numeric keys), and an answer that does not parse names its field.
+func TestIntrospectIDsAndFieldErrors(t *testing.T) {
+	app := newFakeApp(t)
+	s := newIntrospect(t, app, nil)
+	app.set("num", `{"active": true, "sub": 42, "plan": "premium", "meta_access_token": "EAAG",
+		"phone_number_ids": [106540352242922, "106540352242923"]}`)
+	acct, err := s.Lookup(context.Background(), "num")
+	require.NoError(t, err)
+	assert.Equal(t, "42", acct.ID)
+	assert.Equal(t, []string{phoneA, phoneB}, acct.PhoneNumberIDs)
+	for ans, want := range map[string]string{
+		`{"active": "yes"}`:                                     "active must be a JSON boolean, not string",
+		`{"active": true, "sub": {"id": 1}}`:                    "sub and phone_number_ids must be strings or integers",
+		`{"active": true, "sub": 1.5}`:                          "sub and phone_number_ids must be strings or integers",
+		`{"active": true, "sub": "u", "plan": 3}`:               "plan must be a JSON string, not number",
+		`{"active": true, "sub": "u", "phone_number_ids": "1"}`: "phone_number_ids must be a JSON array, not string",
+		`{"sub": "u"}`:                                          "it has no active field",
+	} {
+		app.set("bad", ans)
+		_, err := s.Lookup(context.Background(), "bad")
+		require.Error(t, err, ans)
+		assert.NotErrorIs(t, err, ErrUnknownToken)
+		assert.Contains(t, err.Error(), want, ans)
 	}
 }
 

@@ -22,8 +22,10 @@ func init() {
 //	POST /whatsapp_media/purge  {"token_sha256": "<hex sha-256>"}  purges that token
 //	POST /whatsapp_media/purge  {}                                 purges everything
 //
-// It answers {"purged": <entries removed>}. It reaches the account caches
-// of the running config, including after a reload.
+// It answers {"purged": <entries removed>, "caches": <caches reached>}:
+// the introspection caches of the running configs, which a reload keeps.
+// A config with only static accounts has none, and answers
+// {"purged": 0, "caches": 0}.
 type adminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -50,10 +52,10 @@ func handlePurge(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
-	n := purgeIntrospectCaches(key)
+	n, caches := purgeIntrospectCaches(key)
 	metrics.purges.WithLabelValues("admin").Inc()
 	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(map[string]int{"purged": n})
+	return json.NewEncoder(w).Encode(map[string]int{"purged": n, "caches": caches})
 }
 
 // purgeRequest reads a purge request's body: the key of the token to purge,

@@ -24,7 +24,7 @@ import (
 func (h *Handler) authenticate(r *http.Request) (*Account, *apiError) {
 	token := apiToken(r.Header)
 	if token == "" {
-		return nil, errUnauthorized
+		return nil, unauthorized(r.Header)
 	}
 	acct, err := h.accounts.Lookup(r.Context(), token)
 	switch {

@@ -106,6 +106,37 @@ func TestAccessRules(t *testing.T) {
 	})
 }
 
+// TestUnauthorizedHints: a 401 names the likely mistake in the headers.
+func TestUnauthorizedHints(t *testing.T) {
+	for _, c := range []struct {
+		hdr  http.Header
+		hint string
+	}{
+		{http.Header{"Authorization": {tokPremium}}, `needs the word Bearer: "Authorization: Bearer <token>"`},
+		{http.Header{"Authorization": {"Token " + tokPremium}}, `send the token as "Authorization: Bearer <token>" or in X-API-Token`},
+		{http.Header{"Authorization": {"Bearer " + tokPremium, "Bearer " + tokPremium}}, "give the token once"},
+		{http.Header{"Authorization": {"Bearer"}}, ""},
+		{http.Header{"Authorization": {"Bearer nope"}}, ""},
+		{nil, ""},
+	} {
+		a := unauthorized(c.hdr)
+		assert.Equal(t, 401, a.Status)
+		assert.True(t, strings.HasPrefix(a.Message, errUnauthorized.Message), a.Message)
+		if c.hint == "" {
+			assert.Equal(t, errUnauthorized.Message, a.Message, c.hdr)
+		} else {
+			assert.Contains(t, a.Message, c.hint, c.hdr)
+		}
+	}
+	e := newEnv(t)
+	req := httptest.NewRequest(http.MethodGet, "/v2/media/1/download", nil)
+	req.Header.Set("Authorization", tokPremium)
+	rec := e.serveDirect(req)
+	assert.Equal(t, 401, rec.Code)
+	assert.Contains(t, rec.Body.String(), "needs the word Bearer")
+	assert.Equal(t, "Missing or invalid API token", errUnauthorized.Message, "the template was changed")
+}
+
 type failingSource struct{}
 
 func (failingSource) Lookup(context.Context, string) (*Account, error) {

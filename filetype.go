@@ -23,14 +23,20 @@ func resolveMIME(in media.Inputs) (string, *apiError) {
 	case errors.Is(err, media.ErrBadOverride):
 		return "", validationError("X-Upload-Type is neither a media kind (image, video, audio, document, sticker) nor a MIME type")
 	case errors.Is(err, media.ErrBadTypeField):
-		return "", validationError("type is neither a media kind (image, video, audio, document, sticker) nor a MIME type")
+		return "", errBadTypeField
 	case errors.As(err, &wrongKind):
-		return "", newError(http.StatusUnsupportedMediaType, codeUnsupportedType, wrongKind.Error())
+		return "", wrongKindError(wrongKind)
 	case errors.As(err, &unsupported):
 		return "", newError(http.StatusUnsupportedMediaType, codeUnsupportedType, unsupported.Error())
 	default:
 		return "", errUndeterminedType
 	}
+}
+
+var errBadTypeField = validationError("type is neither a media kind (image, video, audio, document, sticker) nor a MIME type")
+
+func wrongKindError(e *media.KindError) *apiError {
+	return newError(http.StatusUnsupportedMediaType, codeUnsupportedType, e.Error())
 }
 
 var errUndeterminedType = newError(http.StatusUnsupportedMediaType, codeUnsupportedType,

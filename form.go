@@ -85,9 +85,12 @@ func (f *form) nextFile() (*multipart.Part, *apiError) {
 		case "type":
 			f.typeField, ae = readField(part, name)
 		default:
+			if part.FileName() != "" {
+				return nil, misnamedFilePart(name)
+			}
 			// Unknown fields are tolerated (clients add their own) but
 			// bounded like the known ones.
-			_, ae = readField(part, "a form field")
+			_, ae = readField(part, "a form field ("+boundedName(name)+")")
 		}
 		if ae != nil {
 			return nil, ae
@@ -130,19 +133,44 @@ func (f *form) rest() *apiError {
 
 // finish returns the check of a streamed file's form, run before the body
 // to Meta is closed: a second file, a broken form or a type field that
-// contradicts the type sent cancels the upload, so Meta never stores a
-// file from a request the gateway refuses. decided says whether the type
-// sent was decided by the part's own type or an earlier type field.
+// would have refused the file had it come first cancels the upload, so
+// Meta never stores a file from a request the gateway refuses. decided
+// says whether the type sent was decided by the part's own type or an
+// earlier type field; a type field after the file then only has to make
+// sense: a MIME type or a kind, the kind the file's (as it would be
+// before the file), and never junk (400).
 func (f *form) finish(mimeType string, decided bool) func() error {
 	return func() error {
 		if ae := f.rest(); ae != nil {
 			return ae
 		}
-		if !decided && media.HintExcludes(f.typeField, mimeType) {
+		field := f.typeField
+		kind := media.Kind(field)
+		switch {
+		case field == "":
+		case kind == "" && media.Type(field) == "":
+			return errBadTypeField
+		case !decided && media.HintExcludes(field, mimeType):
 			return errLateType
+		case kind != "" && !media.InKind(kind, mimeType):
+			return wrongKindError(&media.KindError{Kind: kind, Type: mimeType})
 		}
 		return nil
 	}
+}
+
+// misnamedFilePart answers a file sent in a part with another name than
+// "file" (a client's default such as "media" or "upload").
+func misnamedFilePart(name string) *apiError {
+	return validationError(`The file must be sent in a part named "file"; this one is named "` + boundedName(name) + `"`)
+}
+
+// boundedName is a part's name for a message: at most 64 bytes of it.
+func boundedName(name string) string {
+	if len(name) > 64 {
+		return strings.ToValidUTF8(name[:64], "") + "..."
+	}
+	return name
 }
 
 // partFilename is the file part's name, made safe. A plain filename is

@@ -41,6 +41,31 @@ func apiToken(h http.Header) string {
 	return cleanToken(vals[0])
 }
 
+// unauthorized is the 401 for a request that carries no usable token,
+// with a hint where the headers show the likely mistake.
+func unauthorized(h http.Header) *apiError {
+	auth := h.Values("Authorization")
+	hint := ""
+	switch {
+	case len(auth) > 1 || len(h.Values("X-API-Token")) > 1:
+		hint = "; give the token once"
+	case len(auth) == 1 && len(h.Values("X-API-Token")) == 0:
+		switch scheme, _, ok := strings.Cut(strings.TrimSpace(auth[0]), " "); {
+		case strings.EqualFold(scheme, "Bearer"):
+		case !ok:
+			hint = `; the Authorization header needs the word Bearer: "Authorization: Bearer <token>"`
+		default:
+			hint = `; send the token as "Authorization: Bearer <token>" or in X-API-Token`
+		}
+	}
+	if hint == "" {
+		return errUnauthorized
+	}
+	ae := *errUnauthorized
+	ae.Message += hint
+	return &ae
+}
+
 func cleanToken(t string) string {
 	t = strings.TrimSpace(t)
 	if len(t) > maxTokenLength || strings.ContainsAny(t, " \t") {

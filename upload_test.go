@@ -211,6 +211,7 @@ func TestUploadMultipartValidation(t *testing.T) {
 		{"conflicting phones", []formPart{field("phoneNumberId", phoneA), field("phoneNumberId", phoneB), filePart("a.jpg", "image/jpeg", data)}, 400, codeValidation},
 		{"oversized field", []formPart{field("phoneNumberId", phoneA), field("type", strings.Repeat("x", 2000)), filePart("a.jpg", "image/jpeg", data)}, 400, codeValidation},
 		{"unsupported part type", []formPart{field("phoneNumberId", phoneA), filePart("a.gif", "image/gif", data)}, 415, codeUnsupportedType},
+		{"file in a part not named file", []formPart{field("phoneNumberId", phoneA), {name: "media", filename: "a.jpg", contentType: "image/jpeg", data: data}}, 400, codeValidation},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -224,6 +225,14 @@ func TestUploadMultipartValidation(t *testing.T) {
 			assert.Empty(t, dirEntries(t, e.h.SpoolDir))
 		})
 	}
+	t.Run("a misnamed file part is named in the answer", func(t *testing.T) {
+		e := newEnv(t)
+		big := fixtures.JPEG(100_000) // more than a field may hold
+		a := e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA),
+			formPart{name: "upload", filename: "a.jpg", contentType: "image/jpeg", data: big}))
+		assert.Equal(t, 400, a.Status, a.Raw)
+		assert.Contains(t, a.Message, `a part named "file"; this one is named "upload"`)
+	})
 	t.Run("too many parts", func(t *testing.T) {
 		e := newEnv(t)
 		parts := []formPart{field("phoneNumberId", phoneA)}
@@ -465,6 +474,37 @@ func TestUploadTypeFieldAfterFile(t *testing.T) {
 		assert.Equal(t, codeValidation, a.Error)
 		require.Eventually(t, func() bool { return len(e.emu.Uploads()) == 1 }, 5*time.Second, 10*time.Millisecond)
 		assert.Empty(t, e.emu.Uploads()[0].MediaID, "Meta stored a file from a refused request")
+	})
+	// After a file whose part type decided its type (curl's natural order:
+	// -F file=@x;type=... before -F type=...), the field must still make
+	// sense: what would be refused before the file is refused after it,
+	// and cancels the upload.
+	for _, c := range []struct {
+		name, field string
+		status      int
+		code        string
+	}{
+		{"junk after a typed file", "picture", 400, codeValidation},
+		{"another kind after a typed file", "video", 415, codeUnsupportedType},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			a := e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA),
+				filePart("photo.jpg", "image/jpeg", fixtures.JPEG(5000)), field("type", c.field)))
+			assert.Equal(t, c.status, a.Status, a.Raw)
+			assert.Equal(t, c.code, a.Error)
+			require.Eventually(t, func() bool { return len(e.emu.Uploads()) == 1 }, 5*time.Second, 10*time.Millisecond)
+			assert.Empty(t, e.emu.Uploads()[0].MediaID, "Meta stored a file from a refused request")
+		})
+	}
+	t.Run("a kind or a type after a typed file", func(t *testing.T) {
+		for _, v := range []string{"image", "image/png"} { // a MIME type after the part's: the part's wins, as before it
+			e := newEnv(t)
+			data := fixtures.JPEG(5000)
+			a := e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA),
+				filePart("photo.jpg", "image/jpeg", data), field("type", v)))
+			e.checkStored(a, data, "image/jpeg")
+		}
 	})
 	t.Run("agreeing with the type already sent", func(t *testing.T) {
 		e := newEnv(t)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -86,27 +87,25 @@ func TestDemo(t *testing.T) {
 	assert.NotContains(t, out.String(), "not formatted")
 	assert.NotContains(t, out.String(), "beyond loopback")
 
-	// The printed commands, run as printed.
+	// The printed commands, run as printed, in a directory of their own.
 	photo := regexp.MustCompile(`sample photo\s+(\S+)`).FindStringSubmatch(out.String())
 	require.Len(t, photo, 2)
-	var mediaID string
+	sample := regexp.MustCompile(`sample mediaId\s+(\d+)`).FindStringSubmatch(out.String())
+	require.Len(t, sample, 2, "the demo names a media id that exists")
+	dir := t.TempDir()
 	for _, cmd := range printedCommands(t, out.String()) {
-		if strings.Contains(cmd, "MEDIA_ID_FROM_META") {
-			require.NotEmpty(t, mediaID)
-			cmd = strings.ReplaceAll(cmd, "MEDIA_ID_FROM_META", mediaID)
-			cmd = strings.ReplaceAll(cmd, `-o "download.bin"`, `-o "`+t.TempDir()+`/download.bin" -w "%{http_code}"`)
-		}
-		res := runShell(t, cmd)
+		res := runShell(t, dir, cmd)
 		switch {
 		case strings.Contains(cmd, "/upload"):
 			assert.Contains(t, res, `"success":true`, cmd)
-			if m := regexp.MustCompile(`"mediaId":"(\d+)"`).FindStringSubmatch(res); m != nil {
-				mediaID = m[1]
-			}
 		case strings.Contains(cmd, "/download"):
-			assert.Equal(t, "200", res, cmd)
+			got, err := os.ReadFile(filepath.Join(dir, "photo-"+sample[1]+".jpg"))
+			require.NoError(t, err, cmd)
+			want, err := os.ReadFile(photo[1])
+			require.NoError(t, err)
+			assert.Equal(t, want, got, "the download is not the sample photo")
 		case strings.Contains(cmd, "/purge"):
-			assert.JSONEq(t, `{"purged": 0}`, res, cmd)
+			assert.JSONEq(t, `{"purged": 0, "caches": 0}`, res, cmd)
 		case strings.Contains(cmd, "/metrics"):
 			assert.Contains(t, res, `caddy_whatsapp_media_requests_total{code="OK",route="upload",status="200"} 2`, cmd)
 		}
@@ -142,11 +141,15 @@ func printedCommands(t *testing.T, out string) []string {
 	return cmds
 }
 
-func runShell(t *testing.T, cmd string) string {
+// runShell runs cmd with sh in dir and returns its standard output; it
+// must succeed.
+func runShell(t *testing.T, dir, cmd string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "sh", "-c", cmd).Output()
+	c := exec.CommandContext(ctx, "sh", "-c", cmd)
+	c.Dir = dir
+	out, err := c.Output()
 	require.NoError(t, err, cmd)
 	return string(bytes.TrimSpace(out))
 }

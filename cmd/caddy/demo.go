@@ -165,8 +165,14 @@ func runDemo(fl caddycmd.Flags) (int, error) {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	defer os.RemoveAll(filepath.Dir(photo))
+	// A media id that exists from the start, so that the download command
+	// works as printed (as a customer's photo would, from a webhook).
+	mediaID, err := addSampleMedia(emu, photo)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
 
-	printDemo(addrs, graphURL, photo)
+	printDemo(addrs, graphURL, photo, mediaID)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -206,6 +212,15 @@ func writeSamplePhoto() (string, error) {
 	return p, os.WriteFile(p, buf.Bytes(), 0o644)
 }
 
+// addSampleMedia stores the sample photo at the emulated Meta.
+func addSampleMedia(emu *metaemu.Server, photo string) (string, error) {
+	b, err := os.ReadFile(photo)
+	if err != nil {
+		return "", err
+	}
+	return emu.AddMedia(demoPhone, "image/jpeg", b)
+}
+
 // loadDemoConfig runs Caddy with the demo's config.
 func loadDemoConfig(a demoAddrs, graphURL, appAddr string) error {
 	var cf bytes.Buffer
@@ -230,7 +245,7 @@ func loadDemoConfig(a demoAddrs, graphURL, appAddr string) error {
 }
 
 // printDemo prints the demo's values and commands to try.
-func printDemo(a demoAddrs, graphURL, photo string) {
+func printDemo(a demoAddrs, graphURL, photo, mediaID string) {
 	host := a.bind
 	if host == "" {
 		host = "localhost"
@@ -247,6 +262,7 @@ caddy-whatsapp-media demo
   developer token  %s   (answers 403 DEVELOPER_PLAN_REQUIRED)
   phoneNumberId    %s
   sample photo     %s
+  sample mediaId   %s   (that photo, already at the emulated Meta)
 
 Upload (multipart):
   curl -sS -X POST "%[1]s/v2/media/upload" \
@@ -262,14 +278,17 @@ Upload (raw body):
     -H "Content-Type: image/jpeg" \
     --data-binary "@%[6]s"
 
-Download (with a mediaId from an upload):
-  curl -sS -L "%[1]s/v2/media/MEDIA_ID_FROM_META/download?disposition=attachment" \
+Download (the sample mediaId, or one an upload answered):
+  curl -sS --fail-with-body "%[1]s/v2/media/%[7]s/download?disposition=attachment" \
     -H "Authorization: Bearer %[3]s" \
-    -o "download.bin"
-`, base, graphURL, demoToken, demoDeveloperToken, demoPhone, photo)
+    -o "photo-%[7]s.jpg"
+`, base, graphURL, demoToken, demoDeveloperToken, demoPhone, photo, mediaID)
 	if a.admin != "off" {
 		fmt.Printf(`
-Caddy's admin endpoint (purge the account cache, metrics):
+Caddy's admin endpoint: the purge endpoint, then the metrics. The demo's
+accounts are static, so no introspection answer is cached and the purge
+answers {"purged":0,"caches":0}; in front of the app (accounts introspect)
+it drops the cached answers of every introspection cache.
   curl -sS -X POST "http://%[1]s/whatsapp_media/purge" -d '{}'
   curl -sS "http://%[1]s/metrics" | grep caddy_whatsapp_media
 `, a.admin)
