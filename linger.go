@@ -57,7 +57,7 @@ type watchedBody struct {
 	err  error // the first error: io.EOF once the body has ended
 }
 
-// watchBody puts a clientBody in front of an HTTP/1.x request's body; it
+// watchBody puts a watchedBody in front of an HTTP/1.x request's body; it
 // returns nil for a request without a body, or over HTTP/2 or HTTP/3.
 func watchBody(r *http.Request) *watchedBody {
 	if r.ProtoMajor != 1 || r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {

@@ -37,7 +37,7 @@ func (l *limitReader) Read(p []byte) (int, error) {
 // and for a chunked body flushes, one chunk for every Read, so filling
 // its 32 KiB copy buffer first means far fewer chunks and writes. Once
 // stop is set it returns what it has, so that a slow client does not
-// hold a Read that requestBody.stop waits for.
+// hold a Read that transportBody.stop waits for.
 type fillReader struct {
 	r    io.Reader
 	stop *atomic.Bool
@@ -80,7 +80,7 @@ func (f *funcReader) Read([]byte) (int, error) {
 	return 0, io.EOF
 }
 
-// errBodyStopped is what a stopped requestBody answers to late reads.
+// errBodyStopped is what a stopped transportBody answers to late reads.
 var errBodyStopped = errors.New("upload body stopped")
 
 // transportBody is the part of an upload's body to Meta that reads from the
@@ -109,7 +109,7 @@ type transportBody struct {
 	stopping atomic.Bool
 }
 
-// newTransportBody returns a requestBody; its source r (and guard) must be
+// newTransportBody returns a transportBody; its source r (and guard) must be
 // set before the first Read.
 func newTransportBody() *transportBody {
 	return &transportBody{sem: make(chan struct{}, 1)}
@@ -181,7 +181,7 @@ func (b *transportBody) stop(w http.ResponseWriter, wait time.Duration) error {
 
 // clientFile is the client's side of an upload to Meta: the file's bytes,
 // bounded by max_size and counted, read by net/http's transport through a
-// requestBody, and watched by the stall guard. No byte taken from the
+// transportBody, and watched by the stall guard. No byte taken from the
 // client, or taken by Meta, for stall_timeout cancels the request to
 // Meta; which side stalled decides the answer. Every read from the client
 // counts as progress, so a slow but steady client is never cut off.
@@ -213,7 +213,7 @@ func (h *Handler) newClientFile(w http.ResponseWriter, u metaUpload, limit int64
 }
 
 // end stops the body once Meta has answered or failed (waiting up to wait
-// for a Read in progress, see requestBody.stop), counts the bytes,
+// for a Read in progress, see transportBody.stop), counts the bytes,
 // and reports whether the whole file went to Meta, or the client's side's
 // reason for the upload's failure (tooLarge for a file over its limit).
 // With a Content-Length (size >= 0), Meta may answer before the

@@ -48,30 +48,43 @@ func listeners(t *testing.T, port string) []string {
 	return addrs
 }
 
-// startDemo runs `caddy demo` with args and waits for its printed help.
+// startDemo runs the README's quick-start command as written, at the root
+// of the checkout, with args added, and waits for its printed help. It runs
+// in a process group of its own, so that the demo that `go run` starts is
+// stopped with it.
 func startDemo(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
-	cmd := exec.Command(caddyBinary(t), append([]string{"demo"}, args...)...)
-	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "XDG_DATA_HOME="+t.TempDir(), "XDG_CONFIG_HOME="+t.TempDir())
+	quick := indentedCommands(readmeSection(t, "## Quick start"))
+	require.NotEmpty(t, quick)
+	require.Equal(t, "go run ./cmd/caddy demo", quick[0], "the README's first command")
+	cmd := exec.Command("sh", append([]string{"-c", quick[0] + ` "$@"`, "sh"}, args...)...)
+	cmd.Dir = ".."
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A new HOME for Caddy's files, but Go's caches where they are.
+	cmd.Env = append(os.Environ(), goEnv(t)...)
+	cmd.Env = append(cmd.Env, "HOME="+t.TempDir(), "XDG_DATA_HOME="+t.TempDir(), "XDG_CONFIG_HOME="+t.TempDir())
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		done := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-done
 		}
 		if t.Failed() {
 			t.Logf("demo output:\n%s", out.String())
 		}
 	})
+	// go run links the binary first (the packages are compiled already,
+	// for caddyBinary).
+	caddyBinary(t)
 	require.Eventually(t, func() bool { return strings.Contains(out.String(), "Press Ctrl-C to stop.") },
-		30*time.Second, 50*time.Millisecond, "the demo did not start")
+		3*time.Minute, 50*time.Millisecond, "the demo did not start")
 	return cmd, out
 }
 
@@ -176,4 +189,15 @@ func TestDemoPortTaken(t *testing.T) {
 		assert.Contains(t, string(out), strings.Join(c.flag, " "), "the error names the address")
 		assert.NotContains(t, string(out), "Press Ctrl-C", "nothing started")
 	}
+}
+
+// goEnv pins Go's module and build caches (and GOPATH) to this process's,
+// for a go command run with another HOME.
+func goEnv(t *testing.T) []string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOPATH", "GOMODCACHE", "GOCACHE").Output()
+	require.NoError(t, err)
+	v := strings.Split(strings.TrimSpace(string(out)), "\n")
+	require.Len(t, v, 3)
+	return []string{"GOPATH=" + v[0], "GOMODCACHE=" + v[1], "GOCACHE=" + v[2]}
 }
