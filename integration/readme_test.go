@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,9 +28,18 @@ func readmeSection(t *testing.T, heading string) string {
 	start := strings.Index(text, "\n"+heading+"\n")
 	require.GreaterOrEqual(t, start, 0, "the README has no %q", heading)
 	rest := text[start+len(heading)+2:]
-	level := strings.Repeat("#", strings.Index(heading, " "))
-	if end := regexp.MustCompile(`(?m)^#{1,` + strconv.Itoa(len(level)) + `} `).FindStringIndex(rest); end != nil {
-		rest = rest[:end[0]]
+	level := strings.Index(heading, " ")
+	// The section ends at the next heading of its level or higher that is
+	// not inside a code block (where "# " starts a shell comment).
+	fenced, n := false, 0
+	for _, line := range strings.SplitAfter(rest, "\n") {
+		if strings.HasPrefix(line, "```") {
+			fenced = !fenced
+		}
+		if h := strings.IndexByte(line, ' '); !fenced && h > 0 && h <= level && strings.Trim(line[:h], "#") == "" {
+			return rest[:n]
+		}
+		n += len(line)
 	}
 	return rest
 }
