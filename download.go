@@ -31,12 +31,15 @@ var (
 type download struct {
 	mediaID     string
 	disposition string // inline or attachment
-	phone       string // the phoneNumberId asked for, if any; checked against the account
-	info        mediaMetadata
-	size        int64        // file_size as the answer's headers tell it; -1 when unknown
-	rng         *media.Range // the range served, or nil for the whole file
-	status      int          // 200 or 206
-	want        int64        // the bytes the answer carries; -1 when unknown
+	// phone is the phoneNumberId asked for, if any: it must be one of the
+	// account's, but is not sent to Graph (fetchMetadata says why), so
+	// tenant isolation rests on each account's own Meta token.
+	phone  string
+	info   mediaMetadata
+	size   int64        // file_size as the answer's headers tell it; -1 when unknown
+	rng    *media.Range // the range served, or nil for the whole file
+	status int          // 200 or 206
+	want   int64        // the bytes the answer carries; -1 when unknown
 }
 
 // serveDownload serves GET and HEAD {prefix}/{mediaId}/download for an
@@ -48,7 +51,7 @@ func (h *Handler) serveDownload(w http.ResponseWriter, r *http.Request, acct *Ac
 	if ae != nil {
 		return ae
 	}
-	if d.info, ae = h.lookupMedia(r.Context(), acct, mediaID, d.phone); ae != nil {
+	if d.info, ae = h.lookupMedia(r.Context(), acct, mediaID); ae != nil {
 		return ae
 	}
 	hdr := w.Header()
@@ -156,11 +159,11 @@ func (h *Handler) streamDownload(w http.ResponseWriter, r *http.Request, acct *A
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	resp, ae := h.graph.fetchMedia(ctx, acct.MetaToken, &d.info, d.rng, func() (mediaMetadata, *apiError) {
-		return h.refreshMedia(ctx, acct, d.mediaID, d.phone)
+		return h.refreshMedia(ctx, acct, d.mediaID)
 	})
 	if ae != nil {
 		if ae.Status == http.StatusNotFound {
-			h.forgetMedia(acct, d.mediaID, d.phone) // gone at the CDN even for a fresh URL
+			h.forgetMedia(acct, d.mediaID) // gone at the CDN even for a fresh URL
 		}
 		clearDownloadHeaders(w.Header())
 		return ae

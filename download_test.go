@@ -17,6 +17,7 @@ import (
 	"testing/iotest"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -150,18 +151,83 @@ func mustReq(t testing.TB, method, u, token string) *http.Request {
 	return req
 }
 
+// TestDownloadPhoneNumberID: a download's phoneNumberId must be one of the
+// account's, and never goes to Graph, which refuses it for the media a
+// customer sent (docs/meta.md).
 func TestDownloadPhoneNumberID(t *testing.T) {
+	e := newEnv(t, func(h *Handler) { off := caddy.Duration(0); h.MediaCacheTTL = &off })
+	data := fixtures.JPEG(100)
+	customer, err := e.emu.AddCustomerMedia(phoneA, "image/jpeg", data)
+	require.NoError(t, err)
+	uploaded := e.media(data, "image/jpeg")
+	for _, id := range []string{customer, uploaded} {
+		for _, q := range []string{"", "phoneNumberId=" + phoneA, "phoneNumberId=" + phoneB} {
+			resp := e.download(id, q, nil)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			assert.Equal(t, 200, resp.StatusCode, "%s %s: %s", id, q, body)
+			assert.Equal(t, data, body)
+		}
+	}
+	for _, r := range e.routeRequests("media") {
+		assert.Empty(t, r.Query, "phone_number_id went to Graph")
+	}
+	a := e.do(mustReq(t, http.MethodGet, e.url("/v2/media/"+customer+"/download?phoneNumberId="+phoneOther), tokPremium))
+	assert.Equal(t, 403, a.Status)
+	assert.Equal(t, codeForbidden, a.Error)
+}
+
+// TestDownloadNotFoundWithoutSubcode: Graph's "does not exist" is code 100
+// of type GraphMethodException; subcodes are deprecated.
+func TestDownloadNotFoundWithoutSubcode(t *testing.T) {
+	clk := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	e := newEnvWith(t, metaemu.Config{Tokens: map[string][]string{metaToken: {phoneA, phoneB}}, NoSubcodes: true,
+		Now: func() time.Time { return clk }})
+	a := e.do(mustReq(t, http.MethodGet, e.url("/v2/media/123456/download"), tokPremium))
+	assert.Equal(t, 404, a.Status, a.Raw)
+	assert.Equal(t, codeNotFound, a.Error)
+	assert.Equal(t, "Media URL not found", a.Message)
+	assert.NotContains(t, string(a.Details), "error_subcode")
+}
+
+// TestMetaRateLimits: Graph's and the CDN's 429 are a 429 with Retry-After
+// (Meta's own, its usage header's estimate, or the default), also for a
+// rate-limit code that came with another status; Meta's 503 keeps its 502
+// with a Retry-After.
+func TestMetaRateLimits(t *testing.T) {
 	e := newEnv(t)
 	id := e.media(fixtures.JPEG(100), "image/jpeg")
-	resp := e.download(id, "phoneNumberId="+phoneA, nil)
-	require.Equal(t, 200, resp.StatusCode)
-	media := e.routeRequests("media")
-	require.Len(t, media, 1)
-	assert.Equal(t, "phone_number_id="+phoneA, media[0].Query)
-	// Meta answers only for the phone number that uploaded the media.
-	a := e.do(mustReq(t, http.MethodGet, e.url("/v2/media/"+id+"/download?phoneNumberId="+phoneB), tokPremium))
-	assert.Equal(t, 404, a.Status)
-	assert.Equal(t, codeNotFound, a.Error)
+	check := func(a answer, want string) {
+		t.Helper()
+		assert.Equal(t, 429, a.Status, a.Raw)
+		assert.Equal(t, codeMetaAPIError, a.Error)
+		assert.Equal(t, want, a.Header.Get("Retry-After"))
+	}
+	e.emu.Inject(metaemu.RateLimitFault("media", 1))
+	a := e.do(mustReq(t, http.MethodGet, e.url("/v2/media/"+id+"/download"), tokPremium))
+	check(a, "60")
+	assert.Contains(t, string(a.Details), `"code":80007`)
+
+	e.emu.Inject(metaemu.RateLimitFault("upload", 1))
+	check(e.do(e.rawUpload(tokPremium, bytes.NewReader(fixtures.JPEG(64<<10)),
+		map[string]string{"Content-Type": "image/jpeg", "X-Phone-Number-Id": phoneA})), "60")
+
+	e.emu.Inject(metaemu.Fault{Route: "cdn", Kind: metaemu.Answer, Status: 429, Times: 1, Body: []byte("slow down"),
+		Header: http.Header{"Retry-After": {"7"}}})
+	check(e.do(mustReq(t, http.MethodGet, e.url("/v2/media/"+id+"/download?x=1"), tokPremium)), "7")
+
+	e.emu.Inject(metaemu.Fault{Route: "upload", Kind: metaemu.Answer, Status: 400, Times: 1, ContentType: "application/json",
+		Body:   []byte(`{"error":{"message":"(#4) Application request limit reached","type":"OAuthException","code":4}}`),
+		Header: http.Header{"X-Business-Use-Case-Usage": {`{"1029384756":[{"type":"whatsapp","estimated_time_to_regain_access":2}]}`}}})
+	check(e.do(e.rawUpload(tokPremium, bytes.NewReader(fixtures.JPEG(100)),
+		map[string]string{"Content-Type": "image/jpeg", "X-Phone-Number-Id": phoneA})), "120")
+
+	e.emu.Inject(metaemu.Fault{Route: "upload", Kind: metaemu.Answer, Status: 503, Times: 1, ContentType: "application/json",
+		Body: []byte(`{"error":{"message":"Service temporarily unavailable","type":"OAuthException","code":2,"is_transient":true}}`)})
+	a = e.do(e.rawUpload(tokPremium, bytes.NewReader(fixtures.JPEG(100)),
+		map[string]string{"Content-Type": "image/jpeg", "X-Phone-Number-Id": phoneA}))
+	assert.Equal(t, 502, a.Status, a.Raw)
+	assert.Equal(t, "60", a.Header.Get("Retry-After"))
 }
 
 func TestDownloadNotFound(t *testing.T) {

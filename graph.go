@@ -217,13 +217,11 @@ func (s *flexibleSize) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// fetchMetadata asks the Graph API for a media object's metadata. phone, when
-// not empty, is passed on as phone_number_id.
-func (g *graphClient) fetchMetadata(ctx context.Context, metaToken, mediaID, phone string) (mediaMetadata, *apiError) {
+// fetchMetadata asks the Graph API for a media object's metadata. It never
+// sends phone_number_id: Graph refuses it for media a customer sent (no
+// business phone uploaded it), which most downloads are (docs/meta.md).
+func (g *graphClient) fetchMetadata(ctx context.Context, metaToken, mediaID string) (mediaMetadata, *apiError) {
 	u := g.base + "/" + mediaID
-	if phone != "" {
-		u += "?phone_number_id=" + phone
-	}
 	req, err := g.newRequest(ctx, upstreamGraph, http.MethodGet, u, metaToken, nil)
 	if err != nil {
 		return mediaMetadata{}, errInternal.withCause(err)
@@ -253,11 +251,14 @@ func (g *graphClient) fetchMetadata(ctx context.Context, metaToken, mediaID, pho
 	return info, nil
 }
 
-// mediaInfoRefusal answers Meta's "no such media" (code 100, subcode 33)
-// as 404 NOT_FOUND, with Meta's JSON in details; any other refusal as is.
+// mediaInfoRefusal answers Meta's "no such media" as 404 NOT_FOUND, with
+// Meta's JSON in details; any other refusal as is. Graph says it with code
+// 100 and type GraphMethodException; the subcode 33 that used to come with
+// it is deprecated (docs/meta.md), so either tells.
 func mediaInfoRefusal(ae *apiError) *apiError {
 	var me *metaRefusal
-	if errors.As(ae.cause, &me) && me.status == http.StatusBadRequest && me.meta.Code == 100 && me.meta.Subcode == 33 {
+	if errors.As(ae.cause, &me) && me.status == http.StatusBadRequest && me.meta.Code == 100 &&
+		(me.meta.Subcode == 33 || me.meta.Type == "GraphMethodException") {
 		nf := errMediaNotFound.withCause(ae.cause)
 		nf.Details = ae.Details
 		return nf
@@ -296,11 +297,28 @@ func (g *graphClient) fetchMedia(ctx context.Context, metaToken string, info *me
 		case http.StatusRequestedRangeNotSatisfiable:
 			drainClose(resp)
 			return nil, errRangeNotSatisfiable
+		case http.StatusTooManyRequests:
+			defer drainClose(resp)
+			return nil, cdnRateLimited(resp)
 		default:
 			drainClose(resp)
 			return nil, errCDNRefused.withCause(fmt.Errorf("cdn answered %d", resp.StatusCode))
 		}
 	}
+}
+
+// cdnRateLimited answers the CDN's 429: 429 with a Retry-After, and its
+// body in details when it is Meta's JSON error.
+func cdnRateLimited(resp *http.Response) *apiError {
+	if ae := upstreamAnswerError(resp); ae.Code == codeMetaAPIError {
+		ae.Status = http.StatusTooManyRequests
+		ae.Header = http.Header{"Retry-After": {retryAfter(resp.Header)}}
+		return ae
+	}
+	return &apiError{Status: http.StatusTooManyRequests, Code: codeMetaAPIError,
+		Message: "The WhatsApp media CDN is limiting requests; try again later",
+		Header:  http.Header{"Retry-After": {retryAfter(resp.Header)}},
+		cause:   errors.New("cdn answered 429")}
 }
 
 // checkCDNFraming refuses a 206 for another range than the one asked,
@@ -397,15 +415,55 @@ func upstreamAnswerError(resp *http.Response) *apiError {
 	if status < 400 || status > 499 {
 		status = http.StatusBadGateway
 	}
+	if rateLimitCodes[env.Error.Code] {
+		status = http.StatusTooManyRequests
+	}
 	msg := env.Error.Message
 	if msg == "" {
 		msg = "The WhatsApp API refused the request"
 	}
-	return &apiError{
+	ae := &apiError{
 		Status: status, Code: codeMetaAPIError, Message: msg,
 		Details: json.RawMessage(body),
 		cause:   &metaRefusal{status: resp.StatusCode, meta: *env.Error},
 	}
+	if status == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		ae.Header = http.Header{"Retry-After": {retryAfter(resp.Header)}}
+	}
+	return ae
+}
+
+// rateLimitCodes are Graph's error codes for a rate limit (docs/meta.md):
+// answered 429 whatever HTTP status Meta sent them with, which has varied.
+var rateLimitCodes = map[int]bool{4: true, 17: true, 32: true, 613: true, 80007: true, 130429: true}
+
+// defaultRetryAfter is the Retry-After, in seconds, of a rate limit or an
+// unavailable Meta that did not say when to come back.
+const defaultRetryAfter = 60
+
+// retryAfter is when a client may try again after Meta's answer with
+// header h: Meta's own Retry-After in seconds, else the longest
+// estimated_time_to_regain_access (minutes) of its X-Business-Use-Case-Usage
+// header, else defaultRetryAfter.
+func retryAfter(h http.Header) string {
+	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" && media.IsDigits(v, 9) {
+		return v
+	}
+	var usage map[string][]struct {
+		Minutes int `json:"estimated_time_to_regain_access"`
+	}
+	if v := h.Get("X-Business-Use-Case-Usage"); v != "" && len(v) < 16<<10 && json.Unmarshal([]byte(v), &usage) == nil {
+		longest := 0
+		for _, entries := range usage {
+			for _, e := range entries {
+				longest = max(longest, e.Minutes)
+			}
+		}
+		if longest > 0 && longest < 24*60 {
+			return strconv.Itoa(longest * 60)
+		}
+	}
+	return strconv.Itoa(defaultRetryAfter)
 }
 
 // metaRefusal carries Meta's ids into logs.

@@ -42,7 +42,7 @@ func TestTypeCeilings(t *testing.T) {
 			rec := e.serveDirect(req)
 			assert.Equal(t, 413, rec.Code, typ)
 			assert.Contains(t, rec.Body.String(), codePayloadTooLarge, typ)
-			assert.Contains(t, rec.Body.String(), typ, "the message names the type")
+			assert.Contains(t, rec.Body.String(), media.MetaName(typ), "the message names the type (by the name Meta takes)")
 			assert.Contains(t, rec.Body.String(), humanize.IBytes(uint64(media.Ceiling(typ))), "and its ceiling")
 			assert.False(t, body.read.Load(), typ)
 		}

@@ -16,18 +16,16 @@ const (
 )
 
 // mediaKey names Graph's answer about one media object for one caller:
-// the account, its Meta token (hashed), the media id and the
-// phone_number_id asked with. Another account, a rotated token or another
-// phone number id asks Graph again.
+// the account, its Meta token (hashed) and the media id. Another account
+// or a rotated token asks Graph again.
 type mediaKey struct {
 	account string
 	token   [sha256.Size]byte
 	mediaID string
-	phone   string
 }
 
-func newMediaKey(acct *Account, mediaID, phone string) mediaKey {
-	return mediaKey{account: acct.ID, token: sha256.Sum256([]byte(acct.MetaToken)), mediaID: mediaID, phone: phone}
+func newMediaKey(acct *Account, mediaID string) mediaKey {
+	return mediaKey{account: acct.ID, token: tokenKey(acct.MetaToken), mediaID: mediaID}
 }
 
 // mediaCache holds Graph's media metadata (URL, type, sha256, size) for a
@@ -60,11 +58,11 @@ func (mc *mediaCache) stop() {
 // lookupMedia returns the media's metadata from the cache, or asks Graph;
 // concurrent misses for one key share one request, and a failed request
 // is not cached. Without a cache it always asks Graph.
-func (h *Handler) lookupMedia(ctx context.Context, acct *Account, mediaID, phone string) (mediaMetadata, *apiError) {
+func (h *Handler) lookupMedia(ctx context.Context, acct *Account, mediaID string) (mediaMetadata, *apiError) {
 	if h.mediaCache == nil {
-		return h.graph.fetchMetadata(ctx, acct.MetaToken, mediaID, phone)
+		return h.graph.fetchMetadata(ctx, acct.MetaToken, mediaID)
 	}
-	key := newMediaKey(acct, mediaID, phone)
+	key := newMediaKey(acct, mediaID)
 	if info, ok := h.mediaCache.c.GetIfPresent(key); ok {
 		metrics.mediaCacheHit.Inc()
 		return info, nil
@@ -74,7 +72,7 @@ func (h *Handler) lookupMedia(ctx context.Context, acct *Account, mediaID, phone
 		func(ctx context.Context, _ mediaKey) (mediaMetadata, error) {
 			// Shared by every caller waiting for this key: one going away
 			// must not fail it for the others.
-			info, ae := h.graph.fetchMetadata(context.WithoutCancel(ctx), acct.MetaToken, mediaID, phone)
+			info, ae := h.graph.fetchMetadata(context.WithoutCancel(ctx), acct.MetaToken, mediaID)
 			if ae != nil {
 				return mediaMetadata{}, ae
 			}
@@ -92,10 +90,10 @@ func (h *Handler) lookupMedia(ctx context.Context, acct *Account, mediaID, phone
 
 // refreshMedia asks Graph again, for a URL the CDN no longer takes,
 // and keeps the answer; a refusal forgets the media.
-func (h *Handler) refreshMedia(ctx context.Context, acct *Account, mediaID, phone string) (mediaMetadata, *apiError) {
-	info, ae := h.graph.fetchMetadata(ctx, acct.MetaToken, mediaID, phone)
+func (h *Handler) refreshMedia(ctx context.Context, acct *Account, mediaID string) (mediaMetadata, *apiError) {
+	info, ae := h.graph.fetchMetadata(ctx, acct.MetaToken, mediaID)
 	if h.mediaCache != nil {
-		key := newMediaKey(acct, mediaID, phone)
+		key := newMediaKey(acct, mediaID)
 		if ae != nil {
 			h.mediaCache.c.Invalidate(key)
 		} else {
@@ -107,8 +105,8 @@ func (h *Handler) refreshMedia(ctx context.Context, acct *Account, mediaID, phon
 
 // forgetMedia drops the cached metadata of a media that Meta no longer
 // serves.
-func (h *Handler) forgetMedia(acct *Account, mediaID, phone string) {
+func (h *Handler) forgetMedia(acct *Account, mediaID string) {
 	if h.mediaCache != nil {
-		h.mediaCache.c.Invalidate(newMediaKey(acct, mediaID, phone))
+		h.mediaCache.c.Invalidate(newMediaKey(acct, mediaID))
 	}
 }

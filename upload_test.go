@@ -723,3 +723,39 @@ func TestValidateSpoolBudgetAndPrefix(t *testing.T) {
 	h.PathPrefix = "/media files"
 	assert.ErrorContains(t, h.Validate(), "path_prefix", "a prefix the escaped path never equals")
 }
+
+// TestUploadTypesMetaRenamed: Meta refuses audio/opus and knows 3GPP video
+// only as video/3gpp; whatever declared them, Meta gets its own names.
+func TestUploadTypesMetaRenamed(t *testing.T) {
+	ogg, err := os.ReadFile("testdata/samples/sample.ogg")
+	require.NoError(t, err)
+	gp, err := os.ReadFile("testdata/samples/sample.3gp")
+	require.NoError(t, err)
+	for _, c := range []struct {
+		name string
+		data []byte
+		hdr  map[string]string
+		want string
+	}{
+		{"raw, Content-Type audio/opus", ogg, map[string]string{"Content-Type": "audio/opus"}, "audio/ogg"},
+		{"raw, X-Upload-Type audio/opus", ogg, map[string]string{"X-Upload-Type": "audio/opus"}, "audio/ogg"},
+		{"raw, a .opus name", ogg, map[string]string{"X-Filename": "note.opus", "Content-Type": "application/octet-stream"}, "audio/ogg"},
+		{"raw, Content-Type video/3gp", gp, map[string]string{"Content-Type": "video/3gp"}, "video/3gpp"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			hdr := map[string]string{"X-Phone-Number-Id": phoneA}
+			for k, v := range c.hdr {
+				hdr[k] = v
+			}
+			e.checkStored(e.do(e.rawUpload(tokPremium, bytes.NewReader(c.data), hdr)), c.data, c.want)
+		})
+	}
+	t.Run("multipart, part types and a type field", func(t *testing.T) {
+		e := newEnv(t)
+		e.checkStored(e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA), filePart("note.opus", "audio/opus", ogg))), ogg, "audio/ogg")
+		e = newEnv(t)
+		e.checkStored(e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA), field("type", "video/3gp"),
+			filePart("clip", "application/octet-stream", gp))), gp, "video/3gpp")
+	})
+}

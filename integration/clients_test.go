@@ -136,9 +136,10 @@ func bodyFile(t *testing.T, dir string, size int) string {
 // clientResult is what a client saw: an answer, or an error (a reset, a
 // broken pipe).
 type clientResult struct {
-	Status int    `json:"status"`
-	Body   string `json:"body"`
-	Error  string `json:"error"`
+	Status     int    `json:"status"`
+	RetryAfter string `json:"retryAfter"`
+	Body       string `json:"body"`
+	Error      string `json:"error"`
 }
 
 // check asserts that the complete JSON answer of rf arrived.
@@ -203,7 +204,7 @@ func goClient(t *testing.T, client *http.Client, base string, rf refusal, data [
 	if err != nil {
 		return clientResult{Error: err.Error()}
 	}
-	return clientResult{Status: resp.StatusCode, Body: string(b)}
+	return clientResult{Status: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After"), Body: string(b)}
 }
 
 // rawRequest is rf as bytes on the wire, with extra header lines.

@@ -146,10 +146,25 @@ func Resolve(in Inputs) (string, error) {
 		return "", ErrBadTypeField
 	}
 	t, err := resolveType(in)
+	t = MetaName(t)
 	if err == nil && kind != "" && !InKind(kind, t) {
 		return "", &KindError{Kind: kind, Type: t}
 	}
 	return t, err
+}
+
+// metaNames are the names Meta takes for types that clients name
+// otherwise: Meta refuses audio/opus (an Opus voice note is audio/ogg to
+// it) and knows 3GPP video only as video/3gpp (docs/meta.md).
+var metaNames = map[string]string{"audio/opus": "audio/ogg", "video/3gp": "video/3gpp"}
+
+// MetaName returns the name Meta takes for type t: t itself, or the name
+// Meta renamed it to.
+func MetaName(t string) string {
+	if n, ok := metaNames[t]; ok {
+		return n
+	}
+	return t
 }
 
 // HintExcludes reports whether a type hint (a type field, a kind) rules

@@ -47,6 +47,7 @@ type Fault struct {
 
 	Status      int
 	ContentType string
+	Header      http.Header // more headers of an Answer
 	Body        []byte
 	AfterBytes  int64
 	Delay       time.Duration
@@ -91,6 +92,9 @@ func (s *Server) takeFault(route string) *Fault {
 func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, f *Fault) bool {
 	switch f.Kind {
 	case Answer:
+		for k, v := range f.Header {
+			w.Header()[k] = v
+		}
 		if f.ContentType != "" {
 			w.Header().Set("Content-Type", f.ContentType)
 		}

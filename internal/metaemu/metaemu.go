@@ -52,7 +52,19 @@ type Config struct {
 	// CDNBase, if set, is the scheme and host put in media URLs (such as
 	// http://cdn.example:8080); by default the emulator's own address.
 	CDNBase string
+	// NoSubcodes leaves error_subcode out of every error, as Meta
+	// documents for v16.0 and later (docs/meta.md).
+	NoSubcodes bool
+	// Now is the emulator's clock, for media lifetimes. Default: time.Now.
+	Now func() time.Time
 }
+
+// Media lifetimes (docs/meta.md): "Media IDs returned by the API expire
+// after 30 days. Media IDs in webhooks expire after 7 days."
+const (
+	UploadedLifetime = 30 * 24 * time.Hour
+	WebhookLifetime  = 7 * 24 * time.Hour
+)
 
 // Upload records one upload request as the emulator received it.
 type Upload struct {
@@ -81,8 +93,20 @@ type Media struct {
 	SHA256   string
 	Size     int64
 	Path     string // empty in Discard mode
-	// Created is when it was uploaded.
+	// Created is when it was uploaded, or received from a customer.
 	Created time.Time
+	// FromCustomer marks media a customer sent to Phone (the media of a
+	// webhook): no business phone uploaded it.
+	FromCustomer bool
+}
+
+// expired reports whether m's id no longer works at now.
+func (m *Media) expired(now time.Time) bool {
+	life := UploadedLifetime
+	if m.FromCustomer {
+		life = WebhookLifetime
+	}
+	return !now.Before(m.Created.Add(life))
 }
 
 // Server is the emulator. It is an http.Handler.
@@ -118,6 +142,9 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, media: make(map[string]*Media), closed: make(chan struct{})}
 	if s.cfg.URLTTL == 0 {
 		s.cfg.URLTTL = 5 * time.Minute
+	}
+	if s.cfg.Now == nil {
+		s.cfg.Now = time.Now
 	}
 	if s.cfg.Dir == "" && !s.cfg.Discard {
 		dir, err := os.MkdirTemp("", "metaemu-*")
@@ -191,10 +218,20 @@ func (s *Server) Media(id string) (Media, bool) {
 
 // AddMedia stores a file as if phone had uploaded it and returns its id.
 func (s *Server) AddMedia(phone, mimeType string, data []byte) (string, error) {
+	return s.addMedia(phone, mimeType, data, false)
+}
+
+// AddCustomerMedia stores a file as if a customer had sent it to phone,
+// as the media of a webhook, and returns its id.
+func (s *Server) AddCustomerMedia(phone, mimeType string, data []byte) (string, error) {
+	return s.addMedia(phone, mimeType, data, true)
+}
+
+func (s *Server) addMedia(phone, mimeType string, data []byte, fromCustomer bool) (string, error) {
 	id := newID()
 	sum := sha256.Sum256(data)
 	m := &Media{ID: id, Phone: phone, MimeType: mimeType, SHA256: hex.EncodeToString(sum[:]),
-		Size: int64(len(data)), Created: time.Now()}
+		Size: int64(len(data)), Created: s.cfg.Now(), FromCustomer: fromCustomer}
 	if !s.cfg.Discard {
 		m.Path = filepath.Join(s.cfg.Dir, id)
 		if err := os.WriteFile(m.Path, data, 0o600); err != nil {
@@ -265,18 +302,50 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "cdn":
 		s.serveCDN(w, r, bodyFault)
 	default:
-		writeMetaError(w, http.StatusBadRequest, metaErr{Message: "Unknown path components: " + r.URL.Path,
+		s.writeMetaError(w, http.StatusBadRequest, metaErr{Message: "Unknown path components: " + r.URL.Path,
 			Type: "OAuthException", Code: 2500})
 	}
 }
 
-// metaErr is Meta's error object.
+// metaErr is Meta's error object, as its error codes page documents it
+// (error_data) and its OpenAPI description adds (is_transient).
 type metaErr struct {
-	Message   string `json:"message"`
-	Type      string `json:"type"`
-	Code      int    `json:"code"`
-	Subcode   int    `json:"error_subcode,omitempty"`
-	FBTraceID string `json:"fbtrace_id"`
+	Message     string     `json:"message"`
+	Type        string     `json:"type"`
+	Code        int        `json:"code"`
+	ErrorData   *errorData `json:"error_data,omitempty"`
+	Subcode     int        `json:"error_subcode,omitempty"`
+	IsTransient bool       `json:"is_transient,omitempty"`
+	FBTraceID   string     `json:"fbtrace_id"`
+}
+
+type errorData struct {
+	MessagingProduct string `json:"messaging_product"`
+	Details          string `json:"details"`
+}
+
+// withDetails sets the error's error_data.details.
+func (e metaErr) withDetails(details string) metaErr {
+	e.ErrorData = &errorData{MessagingProduct: "whatsapp", Details: details}
+	return e
+}
+
+// RateLimitFault is Meta's answer to a request over its rate limit:
+// HTTP 429, code 80007, is_transient, on route, Times times.
+func RateLimitFault(route string, times int) Fault {
+	body, _ := json.Marshal(map[string]metaErr{"error": metaErr{
+		Message: "(#80007) Rate limit hit", Type: "OAuthException", Code: 80007, IsTransient: true,
+		FBTraceID: traceID(),
+	}.withDetails("The WhatsApp Business Account has reached its rate limit.")})
+	return Fault{Route: route, Kind: Answer, Status: http.StatusTooManyRequests, Times: times,
+		ContentType: "application/json; charset=UTF-8", Body: body}
+}
+
+func (s *Server) writeMetaError(w http.ResponseWriter, status int, e metaErr) {
+	if s.cfg.NoSubcodes {
+		e.Subcode = 0
+	}
+	writeMetaError(w, status, e)
 }
 
 func writeMetaError(w http.ResponseWriter, status int, e metaErr) {
@@ -315,14 +384,14 @@ func (s *Server) phones(r *http.Request) ([]string, bool) {
 // sizeLimits are Meta's per-type ceilings.
 var sizeLimits = map[string]int64{
 	"audio/aac": 16 << 20, "audio/amr": 16 << 20, "audio/mpeg": 16 << 20, "audio/mp4": 16 << 20,
-	"audio/ogg": 16 << 20, "audio/opus": 16 << 20,
+	"audio/ogg":  16 << 20,
 	"text/plain": 100 << 20, "application/pdf": 100 << 20, "application/msword": 100 << 20,
 	"application/vnd.ms-excel": 100 << 20, "application/vnd.ms-powerpoint": 100 << 20,
 	"application/vnd.openxmlformats-officedocument.wordprocessingml.document":   100 << 20,
 	"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet":         100 << 20,
 	"application/vnd.openxmlformats-officedocument.presentationml.presentation": 100 << 20,
 	"image/jpeg": 5 << 20, "image/png": 5 << 20, "image/webp": 500 << 10,
-	"video/mp4": 16 << 20, "video/3gpp": 16 << 20, "video/3gp": 16 << 20,
+	"video/mp4": 16 << 20, "video/3gpp": 16 << 20,
 }
 
 // SupportedTypes lists the MIME types the emulator (like WhatsApp) accepts.
@@ -363,7 +432,7 @@ func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request, phone strin
 	}()
 	fail := func(status int, e metaErr) {
 		up.Status, up.MetaErrorCode = status, e.Code
-		writeMetaError(w, status, e)
+		s.writeMetaError(w, status, e)
 	}
 	owned, ok := s.phones(r)
 	if !ok {
@@ -469,7 +538,7 @@ func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request, phone strin
 		return
 	}
 	id := newID()
-	m := &Media{ID: id, Phone: phone, MimeType: typ, SHA256: up.SHA256, Size: up.Size, Created: time.Now()}
+	m := &Media{ID: id, Phone: phone, MimeType: typ, SHA256: up.SHA256, Size: up.Size, Created: s.cfg.Now()}
 	if tmp != nil {
 		_ = tmp.Close()
 		m.Path = filepath.Join(s.cfg.Dir, id)
@@ -490,18 +559,26 @@ func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request, phone strin
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, id string) {
 	owned, ok := s.phones(r)
 	if !ok {
-		writeMetaError(w, http.StatusUnauthorized, errInvalidToken)
+		s.writeMetaError(w, http.StatusUnauthorized, errInvalidToken)
 		return
 	}
 	s.mu.Lock()
 	m, found := s.media[id]
 	s.mu.Unlock()
-	visible := found && slices.Contains(owned, m.Phone)
-	if p := r.URL.Query().Get("phone_number_id"); p != "" && found && p != m.Phone {
-		visible = false
+	visible := found && slices.Contains(owned, m.Phone) && !m.expired(s.cfg.Now())
+	if p := r.URL.Query().Get("phone_number_id"); p != "" && visible {
+		// Graph checks the phone against the one that uploaded the media;
+		// a customer's media has none, and the parameter is refused.
+		if m.FromCustomer {
+			s.writeMetaError(w, http.StatusBadRequest, metaErr{
+				Message: "(#100) Param phone_number_id is not a valid whatsapp business phone number id ID",
+				Type:    "OAuthException", Code: 100})
+			return
+		}
+		visible = p == m.Phone
 	}
 	if !visible {
-		writeMetaError(w, http.StatusBadRequest, objectMissing(id))
+		s.writeMetaError(w, http.StatusBadRequest, objectMissing(id))
 		return
 	}
 	if r.Method == http.MethodDelete {

@@ -140,6 +140,8 @@ func TestUploadErrors(t *testing.T) {
 		{"generic type", tok, map[string]string{"messaging_product": "whatsapp", "type": "application/octet-stream"}, []byte("x"), "application/octet-stream", 400, 100},
 		{"too large image", tok, map[string]string{"messaging_product": "whatsapp", "type": "image/png"}, make([]byte, 5<<20+1), "image/png", 400, 100},
 		{"no file", tok, map[string]string{"messaging_product": "whatsapp", "type": "image/png"}, nil, "", 400, 100},
+		{"audio/opus, a name Meta refuses", tok, map[string]string{"messaging_product": "whatsapp", "type": "audio/opus"}, []byte("x"), "audio/opus", 400, 100},
+		{"video/3gp, a name Meta does not know", tok, map[string]string{"messaging_product": "whatsapp", "type": "video/3gp"}, []byte("x"), "video/3gp", 400, 100},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -153,4 +155,53 @@ func TestUploadErrors(t *testing.T) {
 	resp, b := do(t, "POST", srv.URL+"/v23.0/999/media", tok, "test", body, ct)
 	assert.Equal(t, 400, resp.StatusCode)
 	assert.Equal(t, float64(33), metaError(t, b)["error_subcode"])
+}
+
+// TestCustomerMediaAndLifetimes: media a customer sent has no business
+// phone, so Graph refuses phone_number_id for it; ids expire after 30
+// days (uploaded) or 7 (from a webhook) and then do not exist.
+func TestCustomerMediaAndLifetimes(t *testing.T) {
+	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	s, srv := newTestServer(t, Config{Now: func() time.Time { return now }})
+	customer, err := s.AddCustomerMedia(phone, "image/jpeg", []byte("photo"))
+	require.NoError(t, err)
+	uploaded, err := s.AddMedia(phone, "image/jpeg", []byte("photo"))
+	require.NoError(t, err)
+
+	resp, _ := do(t, "GET", srv.URL+"/v23.0/"+customer, tok, "test", nil, "")
+	assert.Equal(t, 200, resp.StatusCode)
+	resp, b := do(t, "GET", srv.URL+"/v23.0/"+customer+"?phone_number_id="+phone, tok, "test", nil, "")
+	assert.Equal(t, 400, resp.StatusCode)
+	assert.Equal(t, "(#100) Param phone_number_id is not a valid whatsapp business phone number id ID", metaError(t, b)["message"])
+	resp, _ = do(t, "GET", srv.URL+"/v23.0/"+uploaded+"?phone_number_id="+phone, tok, "test", nil, "")
+	assert.Equal(t, 200, resp.StatusCode)
+
+	now = now.Add(WebhookLifetime)
+	resp, b = do(t, "GET", srv.URL+"/v23.0/"+customer, tok, "test", nil, "")
+	assert.Equal(t, 400, resp.StatusCode, "a webhook's media outlived 7 days")
+	assert.Equal(t, "GraphMethodException", metaError(t, b)["type"])
+	resp, _ = do(t, "GET", srv.URL+"/v23.0/"+uploaded, tok, "test", nil, "")
+	assert.Equal(t, 200, resp.StatusCode, "uploaded media went before 30 days")
+	now = now.Add(UploadedLifetime - WebhookLifetime)
+	resp, _ = do(t, "GET", srv.URL+"/v23.0/"+uploaded, tok, "test", nil, "")
+	assert.Equal(t, 400, resp.StatusCode, "uploaded media outlived 30 days")
+}
+
+// TestErrorEnvelope: Meta's full envelope, subcodes dropped on request,
+// and the rate limit's 429.
+func TestErrorEnvelope(t *testing.T) {
+	s, srv := newTestServer(t, Config{NoSubcodes: true})
+	_, b := do(t, "GET", srv.URL+"/v23.0/123", tok, "test", nil, "")
+	e := metaError(t, b)
+	assert.Equal(t, float64(100), e["code"])
+	assert.NotContains(t, e, "error_subcode")
+
+	s.Inject(RateLimitFault("media", 1))
+	resp, b := do(t, "GET", srv.URL+"/v23.0/123", tok, "test", nil, "")
+	assert.Equal(t, 429, resp.StatusCode)
+	e = metaError(t, b)
+	assert.Equal(t, float64(80007), e["code"])
+	assert.Equal(t, true, e["is_transient"])
+	assert.Equal(t, map[string]any{"messaging_product": "whatsapp",
+		"details": "The WhatsApp Business Account has reached its rate limit."}, e["error_data"])
 }

@@ -1,6 +1,6 @@
 // Sends one request described by the JSON in argv[2] with Node's built-in
 // fetch (a FormData body for multipart), the way an app's code would, and
-// prints {"status": N, "body": "..."} or {"error": "..."}. fetch writes the
+// prints {"status": N, "retryAfter": "...", "body": "..."} or {"error": "..."}. fetch writes the
 // whole body before it reads the answer and sends no Expect header.
 import { readFileSync } from 'node:fs';
 
@@ -16,7 +16,7 @@ if (spec.mode === 'multipart') {
 }
 try {
   const resp = await fetch(spec.url, { method: spec.method, headers: spec.headers, body });
-  console.log(JSON.stringify({ status: resp.status, body: await resp.text() }));
+  console.log(JSON.stringify({ status: resp.status, retryAfter: resp.headers.get('retry-after') ?? '', body: await resp.text() }));
 } catch (e) {
   console.log(JSON.stringify({ error: String(e.cause?.code ?? e.cause ?? e.message) }));
 }

@@ -1,5 +1,5 @@
 """Sends one request described by the JSON in argv[1] with Python's
-urllib, the way a script would, and prints {"status": N, "body": "..."} or
+urllib, the way a script would, and prints {"status": N, "retryAfter": "...", "body": "..."} or
 {"error": "..."}. urllib writes the whole body before it reads the answer
 and sends no Expect header."""
 import json
@@ -24,9 +24,9 @@ if spec["mode"] == "multipart":
 req = urllib.request.Request(spec["url"], data=data, method=spec["method"], headers=headers)
 try:
     with urllib.request.urlopen(req, timeout=60) as resp:
-        out = {"status": resp.status, "body": resp.read().decode()}
+        out = {"status": resp.status, "retryAfter": resp.headers.get("Retry-After", ""), "body": resp.read().decode()}
 except urllib.error.HTTPError as e:
-    out = {"status": e.code, "body": e.read().decode()}
+    out = {"status": e.code, "retryAfter": e.headers.get("Retry-After", ""), "body": e.read().decode()}
 except Exception as e:  # a reset, a broken pipe: what this test looks for
     out = {"error": f"{type(e).__name__}: {e}"}
 print(json.dumps(out))
