@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
 )
@@ -200,4 +202,19 @@ func TestHostileHeaders(t *testing.T) {
 		assert.Equal(t, 416, a.Status)
 	})
 	assert.Empty(t, e.routeRequests("cdn"))
+}
+
+// TestPlanRefusalNamesTheAccount: a refusal after the token is known (a
+// plan rule) is logged with the account it belongs to.
+func TestPlanRefusalNamesTheAccount(t *testing.T) {
+	e := newEnv(t)
+	core, logs := observer.New(zap.DebugLevel)
+	e.h.logger = zap.New(core)
+	req := httptest.NewRequest(http.MethodGet, "/v2/media/1/download", nil)
+	req.Header.Set("Authorization", "Bearer "+tokDeveloper)
+	rec := e.serveDirect(req)
+	require.Equal(t, 403, rec.Code)
+	entries := logs.FilterMessage("media request refused").All()
+	require.Len(t, entries, 1)
+	assert.Equal(t, "developer", entries[0].ContextMap()["account"])
 }

@@ -123,8 +123,8 @@ type Handler struct {
 	// URL, type, sha256 and size) is kept, from Graph's answer, never
 	// extended by use: within it a download makes one request (to the
 	// CDN), and HEAD and a matching If-None-Match (304) none. It is keyed
-	// by account, Meta token, media id and phoneNumberId, and the access
-	// rules run on every request first. For up to this long, HEAD and 304
+	// by account, Meta token and media id, and the access rules run on
+	// every request first. For up to this long, HEAD and 304
 	// may describe media that Meta has since deleted, or whose Meta token
 	// was rotated. Keep it below the media URL's life (5 minutes). 0 turns
 	// the cache off. Default: 4m.
