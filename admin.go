@@ -70,6 +70,17 @@ func purgeRequest(body io.Reader) (*[sha256.Size]byte, error) {
 		return nil, err
 	}
 	if len(raw) > 0 {
+		// null, or a field that is null, would decode as {}: purge
+		// everything. A mistake must not do that.
+		var fields map[string]json.RawMessage
+		if json.Unmarshal(raw, &fields) != nil || fields == nil {
+			return nil, errors.New(`body must be {"token": "..."}, {"token_sha256": "<hex>"} or {}`)
+		}
+		for k, v := range fields {
+			if string(bytes.TrimSpace(v)) == "null" {
+				return nil, fmt.Errorf("%s is null; send {} to purge everything", k)
+			}
+		}
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
@@ -86,6 +97,9 @@ func purgeRequest(body io.Reader) (*[sha256.Size]byte, error) {
 		key := tokenKey(*req.Token)
 		return &key, nil
 	case req.TokenSHA256 != nil:
+		if *req.TokenSHA256 == "" {
+			return nil, errors.New("token_sha256 is empty; send {} to purge everything")
+		}
 		key, ok := parseTokenHash(*req.TokenSHA256)
 		if !ok {
 			return nil, errors.New("token_sha256 must be 64 hex digits")

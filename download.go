@@ -107,12 +107,17 @@ func parseDownload(r *http.Request, acct *Account, mediaID string) (*download, *
 // setFileHeaders sets the headers that describe the file and returns its
 // ETag, the hex of Meta's sha256 ("" when Meta gave none that is usable).
 func (d *download) setFileHeaders(hdr http.Header) string {
-	ctype := d.info.MimeType
-	if media.Type(ctype) == "" {
-		ctype = "application/octet-stream"
+	ctype := servedType(d.info.MimeType)
+	disposition := d.disposition
+	if !media.InlineSafe(ctype) {
+		// A document a WhatsApp user sent (HTML, SVG, anything else) must
+		// not run as a page of the API's origin: it is a download, and
+		// sandboxed should a browser render it anyway.
+		disposition = "attachment"
+		hdr.Set("Content-Security-Policy", "sandbox")
 	}
 	hdr.Set("Content-Type", ctype)
-	hdr.Set("Content-Disposition", d.disposition+`; filename="`+d.mediaID+media.Extension(ctype)+`"`)
+	hdr.Set("Content-Disposition", disposition+`; filename="`+d.mediaID+media.Extension(ctype)+`"`)
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Cache-Control", "private, no-cache")
 	if d.info.digest == nil {
@@ -122,6 +127,20 @@ func (d *download) setFileHeaders(hdr http.Header) string {
 	hdr.Set("ETag", etag)
 	hdr.Set("Repr-Digest", "sha-256=:"+base64.StdEncoding.EncodeToString(d.info.digest)+":")
 	return etag
+}
+
+// maxServedType bounds the mime_type from Meta that is served as it is:
+// a real media type is far shorter.
+const maxServedType = 128
+
+// servedType is the Content-Type of a download: Meta's mime_type when it
+// is a well-formed media type of sane length, else
+// application/octet-stream.
+func servedType(metaType string) string {
+	if len(metaType) > maxServedType || media.Type(metaType) == "" || strings.ContainsAny(metaType, "\r\n") {
+		return "application/octet-stream"
+	}
+	return metaType
 }
 
 // resolveRange resolves the Range header, if any and if If-Range holds,
@@ -246,7 +265,7 @@ func (h *Handler) cdnBody(r *http.Request, d *download, resp *http.Response, gua
 // envelope replaces it.
 func clearDownloadHeaders(hdr http.Header) {
 	for _, k := range []string{"Content-Type", "Content-Disposition", "Content-Length", "Content-Range",
-		"ETag", "Repr-Digest", "Accept-Ranges", "Cache-Control"} {
+		"ETag", "Repr-Digest", "Accept-Ranges", "Cache-Control", "Content-Security-Policy"} {
 		hdr.Del(k)
 	}
 }

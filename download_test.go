@@ -578,3 +578,40 @@ func (f *failAfter) Write(p []byte) (int, error) {
 	f.n -= len(p)
 	return len(p), nil
 }
+
+// TestDownloadServedSafely: what Meta calls the media's type is served
+// only when it is a sane media type, and only images, audio, video and PDF
+// may show inline; anything else is an attachment, sandboxed.
+func TestDownloadServedSafely(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []struct {
+		metaType, ctype, disposition string
+		sandboxed                    bool
+	}{
+		{"image/jpeg", "image/jpeg", "inline", false},
+		{"video/mp4", "video/mp4", "inline", false},
+		{"audio/ogg", "audio/ogg", "inline", false},
+		{"application/pdf", "application/pdf", "inline", false},
+		{"text/html", "text/html", "attachment", true},
+		{"image/svg+xml", "image/svg+xml", "attachment", true},
+		{"text/plain", "text/plain", "attachment", true},
+		{"application/xhtml+xml", "application/xhtml+xml", "attachment", true},
+		{strings.Repeat("a", 200_000), "application/octet-stream", "attachment", true},
+		{"not a type", "application/octet-stream", "attachment", true},
+	} {
+		id, err := e.emu.AddMedia(phoneA, c.metaType, []byte("<html><script>alert(1)</script></html>"))
+		require.NoError(t, err)
+		resp := e.download(id, "disposition=inline", nil)
+		resp.Body.Close()
+		name := c.metaType[:min(len(c.metaType), 30)]
+		require.Equal(t, 200, resp.StatusCode, name)
+		assert.Equal(t, c.ctype, resp.Header.Get("Content-Type"), name)
+		assert.True(t, strings.HasPrefix(resp.Header.Get("Content-Disposition"), c.disposition+";"), "%s: %s", name, resp.Header.Get("Content-Disposition"))
+		if c.sandboxed {
+			assert.Equal(t, "sandbox", resp.Header.Get("Content-Security-Policy"), name)
+		} else {
+			assert.Empty(t, resp.Header.Get("Content-Security-Policy"), name)
+		}
+		assert.Equal(t, "nosniff", resp.Header.Get("X-Content-Type-Options"))
+	}
+}

@@ -97,11 +97,33 @@ func TestHostList(t *testing.T) {
 		"ftp://lookaside.fbsbx.com/x":                                      false,
 		"https://169.254.169.254/latest":                                   false,
 		"https://localhost/x":                                              false,
+		// Ports: 443 only, but graph_url's own.
+		"https://lookaside.fbsbx.com:443/x":  true,
+		"https://lookaside.fbsbx.com:8443/x": false,
+		"https://lookaside.fbsbx.com:22/x":   false,
+		"https://graph.facebook.com:8443/x":  false,
 	} {
 		assert.Equal(t, want, l.allows(mustURL(t, u)), u)
 	}
 	for _, bad := range []string{"*", "*.com", "a/b", "*.*.x.com", "", "host:443"} {
 		_, err := newHostList([]string{bad}, nil)
 		assert.Error(t, err, bad)
+	}
+}
+
+// TestHostListGraphPort: graph_url's host is allowed on graph_url's port
+// (an emulator's), and only there; other hosts on 443.
+func TestHostListGraphPort(t *testing.T) {
+	l, err := newHostList(DefaultMediaHosts, mustURL(t, "http://127.0.0.1:8081"))
+	require.NoError(t, err)
+	for u, want := range map[string]bool{
+		"http://127.0.0.1:8081/cdn":         true,
+		"http://127.0.0.1:8082/cdn":         false,
+		"http://127.0.0.1/cdn":              false,
+		"https://127.0.0.1:8081/cdn":        true,
+		"https://lookaside.fbsbx.com/x":     true,
+		"http://lookaside.fbsbx.com:8081/x": false,
+	} {
+		assert.Equal(t, want, l.allows(mustURL(t, u)), u)
 	}
 }

@@ -16,8 +16,10 @@ type hostList struct {
 	exact    map[string]bool
 	suffixes []string // ".fbsbx.com" for "*.fbsbx.com"
 	// graphHost may be reached over plain http when graph_url is http
-	// (an emulator in tests); every other host needs https.
+	// (an emulator in tests), and on graph_url's port; every other host
+	// needs https on port 443.
 	graphHost   string
+	graphPort   string
 	graphHTTPOK bool
 }
 
@@ -42,28 +44,40 @@ func newHostList(patterns []string, graph *url.URL) (hostList, error) {
 	}
 	if graph != nil {
 		l.graphHost = strings.ToLower(graph.Hostname())
+		l.graphPort = portOf(graph)
 		l.exact[l.graphHost] = true
 		l.graphHTTPOK = graph.Scheme == "http"
 	}
 	return l, nil
 }
 
-// allows reports whether the Meta token may be sent to u.
+// portOf is u's port, or its scheme's default.
+func portOf(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "http" {
+		return "80"
+	}
+	return "443"
+}
+
+// allows reports whether the Meta token may be sent to u: a listed host,
+// over https on port 443, or graph_url's own host on graph_url's port.
 func (l hostList) allows(u *url.URL) bool {
 	if u == nil || u.User != nil {
 		return false
 	}
 	host := strings.ToLower(u.Hostname())
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !l.graphHTTPOK || host != l.graphHost {
-			return false
-		}
-	default:
+	isGraph := host == l.graphHost && portOf(u) == l.graphPort
+	switch {
+	case host == "":
 		return false
-	}
-	if host == "" {
+	case u.Scheme == "http" && (!l.graphHTTPOK || !isGraph):
+		return false
+	case u.Scheme != "http" && u.Scheme != "https":
+		return false
+	case !isGraph && portOf(u) != "443":
 		return false
 	}
 	if l.exact[host] {

@@ -109,6 +109,12 @@ type subscriber struct {
 	// error, so that a test can wait for a refusal instead of a timeout.
 	failed  atomic.Int64
 	lastErr error
+
+	// Junk messages are warned of at most once every purgeWarnEvery,
+	// with the count since the last warning (run's goroutine only).
+	junk       int
+	junkWarned time.Time
+	now        func() time.Time
 }
 
 // subscriberKey names a subscriber: its channel, URL and TLS options.
@@ -146,7 +152,7 @@ func loadSubscriber(url, channel string, t *reverseproxy.TLSConfig, tlsConfig *t
 		opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 		opts.DialTimeout = 5 * time.Second
 		s := &subscriber{key: key, channel: channel, client: redis.NewClient(opts), logger: logger,
-			done: make(chan struct{}), caches: map[*introspectCache]int{}}
+			done: make(chan struct{}), caches: map[*introspectCache]int{}, now: time.Now}
 		ctx, cancel := context.WithCancel(context.Background())
 		s.cancel = cancel
 		s.up = metrics.channelUp.WithLabelValues(channel, opts.Addr)
@@ -277,15 +283,20 @@ func (s *subscriber) down(err error, warn bool, warned *time.Time) {
 }
 
 // handle applies one message. An unexpected message is ignored with a
-// warning. Its text is never logged, not even at debug level: the likely
+// warning, at most one a minute however many come (with their count), so
+// that a publisher's mistake cannot flood the log. Its text is never logged, not even at debug level: the likely
 // mistake is an app publishing the raw token instead of its hash. The
 // debug log gives the message's SHA-256 instead, which for a raw token is
 // the message the app should have sent.
 func (s *subscriber) handle(payload string) {
 	key, ok := purgeMessage(payload)
 	if !ok {
-		s.logger.Warn("purge channel: ignored a message that is neither a token's hex SHA-256 nor *",
-			zap.String("channel", s.channel), zap.Int("length", len(payload)))
+		s.junk++
+		if now := s.now(); now.Sub(s.junkWarned) >= purgeWarnEvery {
+			s.logger.Warn("purge channel: ignored messages that are neither a token's hex SHA-256 nor *",
+				zap.String("channel", s.channel), zap.Int("ignored", s.junk), zap.Int("last_length", len(payload)))
+			s.junk, s.junkWarned = 0, now
+		}
 		if ce := s.logger.Check(zapcore.DebugLevel, "purge channel: the ignored message, hashed"); ce != nil {
 			ce.Write(zap.String("message_sha256", hashToken(payload)))
 		}

@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
 )
@@ -65,7 +67,9 @@ func TestPurgeRequest(t *testing.T) {
 		require.NoError(t, err, body)
 		assert.Equal(t, want, key, body)
 	}
-	for _, body := range []string{`{"token": ""}`, `{"token_sha256": "abc"}`, `{"token": "a", "token_sha256": "` + hash + `"}`, `{"tokn": "a"}`, `[`} {
+	for _, body := range []string{`{"token": ""}`, `{"token_sha256": "abc"}`, `{"token": "a", "token_sha256": "` + hash + `"}`, `{"tokn": "a"}`, `[`,
+		// Mistakes that would read as {} and purge everything.
+		`null`, ` null `, `{"token": null}`, `{"token_sha256": null}`, `{"token_sha256": ""}`, `[]`, `"tok"`} {
 		_, err := purgeRequest(strings.NewReader(body))
 		assert.Error(t, err, body)
 	}
@@ -139,4 +143,21 @@ func TestPurgeChannel(t *testing.T) {
 	s.subscriber = nil
 	_, ok := subscribers.References(subscriberKey(rs.URL(), DefaultPurgeChannel, nil))
 	assert.False(t, ok)
+}
+
+// TestPurgeChannelJunkWarnings: however many junk messages come, one
+// warning a minute, with their count.
+func TestPurgeChannelJunkWarnings(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := &subscriber{channel: "c", logger: zap.New(core), caches: map[*introspectCache]int{}, now: func() time.Time { return now }}
+	for i := 0; i < 1000; i++ {
+		s.handle("not a hash")
+	}
+	require.Equal(t, 1, logs.Len(), "one warning for a burst")
+	assert.Equal(t, int64(1), logs.All()[0].ContextMap()["ignored"])
+	now = now.Add(purgeWarnEvery)
+	s.handle("still not a hash")
+	require.Equal(t, 2, logs.Len())
+	assert.Equal(t, int64(1000), logs.All()[1].ContextMap()["ignored"], "the count since the last warning")
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,8 +24,10 @@ import (
 func TestEndToEndMetaAsItIs(t *testing.T) {
 	skipShort(t)
 	t.Setenv("E2E_META_TOKEN", metaToken)
-	now := time.Now()
-	clock := func() time.Time { return now }
+	// The emulator's clock, moved by the test while the emulator serves.
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
 	emu, err := metaemu.New(metaemu.Config{Tokens: map[string][]string{metaToken: {phone}}, NoSubcodes: true, Now: clock})
 	require.NoError(t, err)
 	srv := httptest.NewServer(emu)
@@ -81,7 +84,7 @@ func TestEndToEndMetaAsItIs(t *testing.T) {
 	t.Run("unknown and expired ids without a subcode are 404", func(t *testing.T) {
 		id, err := emu.AddCustomerMedia(phone, "image/jpeg", fixtures.JPEG(100))
 		require.NoError(t, err)
-		now = now.Add(metaemu.WebhookLifetime + time.Minute)
+		now.Add(int64(metaemu.WebhookLifetime + time.Minute))
 		for _, mid := range []string{"123456", id} {
 			out := curl(t, append(auth, "-sS", "-w", "\n%{http_code}", p.base+"/v2/media/"+mid+"/download")...)
 			assert.Contains(t, out, `"error":"NOT_FOUND"`, mid)

@@ -212,6 +212,20 @@ func checkSupported(t string) (string, error) {
 	return t, nil
 }
 
+// InlineSafe reports whether a browser may show a file of type t inline
+// from the API's origin: images but SVG (which runs script), audio, video
+// and PDF. Anything else is served as an attachment.
+func InlineSafe(t string) bool {
+	t = Type(t)
+	switch {
+	case t == "application/pdf":
+		return true
+	case strings.HasPrefix(t, "image/"):
+		return t != "image/svg+xml" && !strings.Contains(t, "xml")
+	}
+	return strings.HasPrefix(t, "audio/") || strings.HasPrefix(t, "video/")
+}
+
 // Extension returns the usual file name extension of a MIME type, ".bin"
 // when there is none we trust.
 func Extension(ctype string) string {
