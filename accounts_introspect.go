@@ -1,6 +1,7 @@
 package whatsappmedia
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -211,13 +212,12 @@ func (s *IntrospectAccounts) Provision(ctx caddy.Context) error {
 // JSON requests and answers, so net/http's default buffers, and an idle
 // pool sized for the concurrent cache misses of a busy gateway rather than
 // for hundreds of long transfers (those go to Meta on graph.go's
-// transport). It speaks HTTP/2 where the app offers it.
+// transport). It speaks HTTP/1.1, as it always has.
 func newIntrospectTransport(timeout time.Duration) *http.Transport {
 	dialer := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           dialer.DialContext,
-		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          64,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
@@ -347,54 +347,79 @@ func (a introspectAnswer) result() (*Account, error) {
 // introspectResponse is the app's answer, as docs/introspection.md
 // describes it.
 type introspectResponse struct {
-	Active          *bool     `json:"active"`
-	Sub             idString  `json:"sub"`
-	Plan            string    `json:"plan"`
-	PlanExpiresAt   *string   `json:"plan_expires_at"`
-	MetaAccessToken string    `json:"meta_access_token"`
-	PhoneNumberIDs  idStrings `json:"phone_number_ids"`
+	Active          *bool             `json:"active"`
+	Sub             json.RawMessage   `json:"sub"`
+	Plan            string            `json:"plan"`
+	PlanExpiresAt   *string           `json:"plan_expires_at"`
+	MetaAccessToken string            `json:"meta_access_token"`
+	PhoneNumberIDs  []json.RawMessage `json:"phone_number_ids"`
 }
 
-// idString is an id as the app may send it: a JSON string, or an integer
-// (an ORM's numeric primary key, a phone number id from a JSON number),
-// kept as its decimal digits.
-type idString string
-
-func (s *idString) UnmarshalJSON(b []byte) error {
-	if len(b) > 0 && b[0] == '"' {
-		return json.Unmarshal(b, (*string)(s))
+// idValue reads an id as the app may send it: a JSON string, or an
+// integer (an ORM's numeric primary key, a phone number id from a JSON
+// number), kept as its decimal digits. field names it in the error.
+func idValue(field string, raw json.RawMessage) (string, error) {
+	raw = bytes.TrimSpace(raw)
+	switch {
+	case len(raw) == 0 || string(raw) == "null":
+		return "", nil
+	case raw[0] == '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", fmt.Errorf("introspection answer is not the expected JSON: %s is not a valid string", field)
+		}
+		return s, nil
+	case media.IsDigits(strings.TrimPrefix(string(raw), "-"), 64):
+		return string(raw), nil
 	}
-	if string(b) == "null" {
-		return nil
-	}
-	if !media.IsDigits(strings.TrimPrefix(string(b), "-"), 64) {
-		return errBadID
-	}
-	*s = idString(b)
-	return nil
+	return "", fmt.Errorf("introspection answer is not the expected JSON: %s must be a string or an integer", field)
 }
 
-// errBadID is an id (sub, or one of phone_number_ids) that is neither a
-// JSON string nor an integer.
-var errBadID = errors.New("introspection answer is not the expected JSON: sub and phone_number_ids must be strings or integers")
-
-// idStrings is a list of idString.
-type idStrings []idString
-
-func (ids idStrings) strings() []string {
-	out := make([]string, len(ids))
-	for i, id := range ids {
-		out[i] = string(id)
+// account is the account an active answer describes.
+func (ir *introspectResponse) account() (*Account, error) {
+	sub, phones, err := ir.ids()
+	if err != nil {
+		return nil, err
 	}
-	return out
+	if sub == "" {
+		return nil, errors.New("introspection answer is active without sub")
+	}
+	acct := &Account{ID: sub, Plan: ir.Plan, MetaToken: strings.TrimSpace(ir.MetaAccessToken), PhoneNumberIDs: phones}
+	if ir.PlanExpiresAt != nil && *ir.PlanExpiresAt != "" {
+		t, err := time.Parse(time.RFC3339, *ir.PlanExpiresAt)
+		if err != nil {
+			return nil, errors.New("introspection answer has a plan_expires_at that is not RFC 3339")
+		}
+		acct.PlanExpires = t
+	}
+	return acct, nil
+}
+
+func (s *IntrospectAccounts) logAnswer(active bool, sub string, start time.Time) {
+	if ce := s.logger.Check(zapcore.DebugLevel, "introspection answered"); ce != nil {
+		ce.Write(zap.Bool("active", active), zap.String("sub", sub), zap.Duration("duration", time.Since(start)))
+	}
+}
+
+// ids reads the account's id and phone number ids.
+func (ir *introspectResponse) ids() (sub string, phones []string, err error) {
+	if sub, err = idValue("sub", ir.Sub); err != nil {
+		return "", nil, err
+	}
+	for i, raw := range ir.PhoneNumberIDs {
+		p, err := idValue("phone_number_ids["+strconv.Itoa(i)+"]", raw)
+		if err != nil {
+			return "", nil, err
+		}
+		phones = append(phones, p)
+	}
+	return sub, phones, nil
 }
 
 // answerError names the field of the app's answer that did not parse.
 func answerError(err error) error {
 	var te *json.UnmarshalTypeError
 	switch {
-	case errors.Is(err, errBadID):
-		return err
 	case errors.As(err, &te) && te.Field != "":
 		return fmt.Errorf("introspection answer is not the expected JSON: %s must be a JSON %s, not %s", te.Field, jsonKind(te.Type), te.Value)
 	}
@@ -448,28 +473,15 @@ func (s *IntrospectAccounts) introspect(ctx context.Context, token string) (intr
 		// null, {} or an error object is "cannot answer", not "revoked".
 		return introspectAnswer{}, errors.New("introspection answer is not the expected JSON: it has no active field")
 	}
-	if ce := s.logger.Check(zapcore.DebugLevel, "introspection answered"); ce != nil {
-		ce.Write(zap.Bool("active", *ir.Active), zap.String("sub", string(ir.Sub)), zap.Duration("duration", time.Since(start)))
-	}
 	if !*ir.Active {
+		s.logAnswer(false, "", start)
 		return introspectAnswer{}, nil
 	}
-	if ir.Sub == "" {
-		return introspectAnswer{}, errors.New("introspection answer is active without sub")
+	acct, err := ir.account()
+	if err != nil {
+		return introspectAnswer{}, err
 	}
-	acct := &Account{
-		ID:             string(ir.Sub),
-		Plan:           ir.Plan,
-		MetaToken:      strings.TrimSpace(ir.MetaAccessToken),
-		PhoneNumberIDs: ir.PhoneNumberIDs.strings(),
-	}
-	if ir.PlanExpiresAt != nil && *ir.PlanExpiresAt != "" {
-		t, err := time.Parse(time.RFC3339, *ir.PlanExpiresAt)
-		if err != nil {
-			return introspectAnswer{}, errors.New("introspection answer has a plan_expires_at that is not RFC 3339")
-		}
-		acct.PlanExpires = t
-	}
+	s.logAnswer(true, acct.ID, start)
 	return introspectAnswer{account: acct}, nil
 }
 

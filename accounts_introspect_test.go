@@ -426,12 +426,13 @@ func TestIntrospectIDsAndFieldErrors(t *testing.T) {
 	assert.Equal(t, "42", acct.ID)
 	assert.Equal(t, []string{phoneA, phoneB}, acct.PhoneNumberIDs)
 	for ans, want := range map[string]string{
-		`{"active": "yes"}`:                                     "active must be a JSON boolean, not string",
-		`{"active": true, "sub": {"id": 1}}`:                    "sub and phone_number_ids must be strings or integers",
-		`{"active": true, "sub": 1.5}`:                          "sub and phone_number_ids must be strings or integers",
-		`{"active": true, "sub": "u", "plan": 3}`:               "plan must be a JSON string, not number",
-		`{"active": true, "sub": "u", "phone_number_ids": "1"}`: "phone_number_ids must be a JSON array, not string",
-		`{"sub": "u"}`:                                          "it has no active field",
+		`{"active": "yes"}`:                                             "active must be a JSON boolean, not string",
+		`{"active": true, "sub": {"id": 1}}`:                            "sub must be a string or an integer",
+		`{"active": true, "sub": 1.5}`:                                  "sub must be a string or an integer",
+		`{"active": true, "sub": "u", "plan": 3}`:                       "plan must be a JSON string, not number",
+		`{"active": true, "sub": "u", "phone_number_ids": "1"}`:         "phone_number_ids must be a JSON array, not string",
+		`{"sub": "u"}`:                                                  "it has no active field",
+		`{"active": true, "sub": "u", "phone_number_ids": ["1", true]}`: "phone_number_ids[1] must be a string or an integer",
 	} {
 		app.set("bad", ans)
 		_, err := s.Lookup(context.Background(), "bad")

@@ -5,6 +5,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"runtime"
 	"strconv"
@@ -244,6 +245,11 @@ func tlsEnv(b *testing.B, h2 bool) *env {
 	e.emuSrv.StartTLS()
 	e.emu.SetCDNBase(e.emuSrv.URL)
 	e.h.graph.base = e.emuSrv.URL + "/" + e.h.GraphVersion
+	graph, err := url.Parse(e.emuSrv.URL)
+	require.NoError(b, err)
+	// The allow-list matches graph_url's port: the new server's.
+	e.h.graph.hosts, err = newHostList(e.h.MediaHosts, graph)
+	require.NoError(b, err)
 	t := e.h.graph.transport
 	t.TLSClientConfig = e.emuSrv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
 	if h2 {

@@ -44,6 +44,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    media_hosts    <host...>       # default lookaside.fbsbx.com *.fbsbx.com *.fbcdn.net *.whatsapp.net
 //	    media_cache_ttl     <duration> # default 4m; 0 turns the media metadata cache off
 //	    media_cache_entries <n>        # default 10000
+//	    max_transfers_per_account <n>  # default 64: uploads and downloads in progress for one account
+//	    max_transfers  <n>             # default 4096: for all accounts
+//	    max_draining   <n>             # default 1024: refused bodies drained at once
 //	    accounts       <source> [<args...>] {
 //	        <source options>
 //	    }
@@ -87,6 +90,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = parseCacheTTL(d, &h.MediaCacheTTL)
 		case "media_cache_entries":
 			err = parsePositiveArg(d, &h.MediaCacheEntries)
+		case "max_transfers_per_account":
+			err = parsePositiveArg(d, &h.MaxTransfersPerAccount)
+		case "max_transfers":
+			err = parsePositiveArg(d, &h.MaxTransfers)
+		case "max_draining":
+			err = parsePositiveArg(d, &h.MaxDraining)
 		case "accounts":
 			err = h.unmarshalAccounts(d)
 		default:

@@ -34,6 +34,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		media_hosts      cdn.example.com *.cdn.example.net
 		media_cache_ttl  90s
 		media_cache_entries 500
+		max_transfers_per_account 8
+		max_transfers    100
 		accounts static {
 			account acme {
 				token_sha256  ` + fixtures.SHA256Hex([]byte("t")) + `
@@ -65,6 +67,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	require.NotNil(t, h.MediaCacheTTL)
 	assert.Equal(t, caddy.Duration(90*time.Second), *h.MediaCacheTTL)
 	assert.Equal(t, 500, h.MediaCacheEntries)
+	assert.Equal(t, 8, h.MaxTransfersPerAccount)
+	assert.Equal(t, 100, h.MaxTransfers)
 
 	off := caddyfile.NewTestDispenser(`whatsapp_media {
 		media_cache_ttl 0
@@ -103,6 +107,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		"bad spool_budget":          {`whatsapp_media { spool_budget plenty }`, "spool_budget must be a size"},
 		"negative media_cache_ttl":  {`whatsapp_media { media_cache_ttl -1m }`, "media_cache_ttl must be a duration"},
 		"bad media_cache_entries":   {`whatsapp_media { media_cache_entries lots }`, "media_cache_entries must be a positive number"},
+		"bad max_transfers":         {`whatsapp_media { max_transfers 0 }`, "max_transfers must be a positive number"},
 		"ceilings with an argument": {`whatsapp_media { disable_type_ceilings yes }`, "wrong argument count"},
 		"bad path_prefix":           {`whatsapp_media { path_prefix v2/media }`, "path_prefix must start with '/'"},
 		"bad dial_timeout":          {`whatsapp_media { dial_timeout soon }`, "dial_timeout must be a positive duration"},

@@ -222,6 +222,13 @@ func TestMetaRateLimits(t *testing.T) {
 	check(e.do(e.rawUpload(tokPremium, bytes.NewReader(fixtures.JPEG(100)),
 		map[string]string{"Content-Type": "image/jpeg", "X-Phone-Number-Id": phoneA})), "120")
 
+	e.emu.Inject(metaemu.Fault{Route: "media", Kind: metaemu.Answer, Status: 429, Times: 1, Body: []byte("<html>Too Many Requests</html>")})
+	check(e.do(mustReq(t, http.MethodGet, e.url("/v2/media/"+e.media(fixtures.JPEG(100), "image/jpeg")+"/download"), tokPremium)), "60")
+	e.emu.Inject(metaemu.Fault{Route: "media", Kind: metaemu.Answer, Status: 503, Times: 1, Body: []byte("down")})
+	a = e.do(mustReq(t, http.MethodGet, e.url("/v2/media/"+e.media(fixtures.JPEG(100), "image/jpeg")+"/download"), tokPremium))
+	assert.Equal(t, 502, a.Status, a.Raw)
+	assert.Equal(t, "60", a.Header.Get("Retry-After"), "a 503 that is not Meta's JSON")
+
 	e.emu.Inject(metaemu.Fault{Route: "upload", Kind: metaemu.Answer, Status: 503, Times: 1, ContentType: "application/json",
 		Body: []byte(`{"error":{"message":"Service temporarily unavailable","type":"OAuthException","code":2,"is_transient":true}}`)})
 	a = e.do(e.rawUpload(tokPremium, bytes.NewReader(fixtures.JPEG(100)),

@@ -26,6 +26,7 @@ const (
 	codeRangeNotSatisfiable = "RANGE_NOT_SATISFIABLE"
 	codeRequestTimeout      = "REQUEST_TIMEOUT"
 	codeSpoolFull           = "SPOOL_FULL"
+	codeTooManyTransfers    = "TOO_MANY_TRANSFERS"
 )
 
 // apiError is an answer in the error envelope. Message is

@@ -39,6 +39,7 @@ type form struct {
 	phone     string
 	typeField string
 	parts     int
+	sawFile   bool // the file part has been read
 }
 
 // newForm reads r's multipart body through br (a buffered reader over
@@ -78,19 +79,22 @@ func (f *form) nextFile() (*multipart.Part, *apiError) {
 		var ae *apiError
 		switch name := part.FormName(); name {
 		case "file":
-			f.body.inFile = true
+			f.body.inFile, f.sawFile = true, true
 			return part, nil
 		case "phoneNumberId":
 			ae = f.readPhone(part)
 		case "type":
 			f.typeField, ae = readField(part, name)
 		default:
-			if part.FileName() != "" {
+			switch {
+			case part.FileName() != "" && f.sawFile:
+				return nil, errTwoFiles
+			case part.FileName() != "":
 				return nil, misnamedFilePart(name)
 			}
 			// Unknown fields are tolerated (clients add their own) but
 			// bounded like the known ones.
-			_, ae = readField(part, "a form field ("+boundedName(name)+")")
+			_, ae = readField(part, "a form field ("+boundedName(name)+`; a file goes in the part named "file")`)
 		}
 		if ae != nil {
 			return nil, ae

@@ -47,8 +47,11 @@ type graphClient struct {
 	transport *http.Transport
 }
 
-func newGraphClient(base string, hosts hostList, dialTimeout, responseTimeout time.Duration) *graphClient {
+func newGraphClient(base string, hosts hostList, dialTimeout, responseTimeout time.Duration, maxConns int) *graphClient {
 	t := newTransport(dialTimeout, responseTimeout)
+	// A transfer holds at most one connection at a time, to one host: as
+	// many as max_transfers may be open to each of Meta's hosts.
+	t.MaxConnsPerHost = maxConns
 	return &graphClient{
 		base: base, hosts: hosts, transport: t,
 		client: &http.Client{
@@ -232,7 +235,7 @@ func (g *graphClient) fetchMetadata(ctx context.Context, metaToken, mediaID stri
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return mediaMetadata{}, mediaInfoRefusal(upstreamAnswerError(resp))
+		return mediaMetadata{}, metadataRefusal(upstreamAnswerError(resp))
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxMetaAnswer+1))
 	if err != nil {
@@ -251,11 +254,11 @@ func (g *graphClient) fetchMetadata(ctx context.Context, metaToken, mediaID stri
 	return info, nil
 }
 
-// mediaInfoRefusal answers Meta's "no such media" as 404 NOT_FOUND, with
+// metadataRefusal answers Meta's "no such media" as 404 NOT_FOUND, with
 // Meta's JSON in details; any other refusal as is. Graph says it with code
 // 100 and type GraphMethodException; the subcode 33 that used to come with
 // it is deprecated (docs/meta.md), so either tells.
-func mediaInfoRefusal(ae *apiError) *apiError {
+func metadataRefusal(ae *apiError) *apiError {
 	var me *metaRefusal
 	if errors.As(ae.cause, &me) && me.status == http.StatusBadRequest && me.meta.Code == 100 &&
 		(me.meta.Subcode == 33 || me.meta.Type == "GraphMethodException") {
@@ -310,15 +313,9 @@ func (g *graphClient) fetchMedia(ctx context.Context, metaToken string, info *me
 // cdnRateLimited answers the CDN's 429: 429 with a Retry-After, and its
 // body in details when it is Meta's JSON error.
 func cdnRateLimited(resp *http.Response) *apiError {
-	if ae := upstreamAnswerError(resp); ae.Code == codeMetaAPIError {
-		ae.Status = http.StatusTooManyRequests
-		ae.Header = http.Header{"Retry-After": {retryAfter(resp.Header)}}
-		return ae
-	}
-	return &apiError{Status: http.StatusTooManyRequests, Code: codeMetaAPIError,
-		Message: "The WhatsApp media CDN is limiting requests; try again later",
-		Header:  http.Header{"Retry-After": {retryAfter(resp.Header)}},
-		cause:   errors.New("cdn answered 429")}
+	ae := upstreamAnswerError(resp) // 429 with Retry-After, Meta's JSON or not
+	ae.Status = http.StatusTooManyRequests
+	return ae
 }
 
 // checkCDNFraming refuses a 206 for another range than the one asked,
@@ -409,6 +406,16 @@ func upstreamAnswerError(resp *http.Response) *apiError {
 		Error *graphError `json:"error"`
 	}
 	if json.Unmarshal(body, &env) != nil || env.Error == nil {
+		switch resp.StatusCode {
+		case http.StatusTooManyRequests:
+			return &apiError{Status: http.StatusTooManyRequests, Code: codeMetaAPIError,
+				Message: "The WhatsApp API is limiting requests; try again later",
+				Header:  http.Header{"Retry-After": {retryAfter(resp.Header)}}, cause: cause}
+		case http.StatusServiceUnavailable:
+			ae := errUpstreamBadAnswer.withCause(cause)
+			ae.Header = http.Header{"Retry-After": {retryAfter(resp.Header)}}
+			return ae
+		}
 		return errUpstreamBadAnswer.withCause(cause)
 	}
 	status := resp.StatusCode

@@ -4,7 +4,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -28,8 +29,8 @@ import (
 // and discards the rest of the body before the handler returns, like
 // nginx's lingering_close, within bounds: at most max_size + 16 MiB read
 // in all, at most 30 s, and no more than min(stall_timeout, 5s) without a
-// byte. A body drained to its end leaves the connection open for the next
-// request. A client that sent Expect: 100-continue and was never told to
+// byte, through a small buffer, at most max_draining at once. Every
+// drained answer has Connection: close. A client that sent Expect: 100-continue and was never told to
 // go on gets Connection: close with its answer, and what it sends after
 // (having given up waiting) is drained the same way. It closes, without
 // reading, when
@@ -45,7 +46,30 @@ const (
 	lingerExtra   = 16 << 20 // bytes beyond max_size a refused body may be read
 	lingerTotal   = 30 * time.Second
 	lingerIdleMax = 5 * time.Second
+
+	// DefaultMaxDraining bounds the drains in progress at once.
+	DefaultMaxDraining = 1024
+	drainBufferSize    = 4 << 10
 )
+
+var drainBufs = sync.Pool{New: func() any { return new([drainBufferSize]byte) }}
+
+// draining counts the drains in progress in the process, across configs.
+var draining atomic.Int64
+
+// takeDrain takes one of max drains, and returns its release, or false
+// when max are in progress.
+func takeDrain(max int) (func(), bool) {
+	if draining.Add(1) > int64(max) {
+		draining.Add(-1)
+		return nil, false
+	}
+	metrics.draining.Inc()
+	return func() {
+		draining.Add(-1)
+		metrics.draining.Dec()
+	}, true
+}
 
 // watchedBody is the request body as the handler got it, and what was
 // read of it: the routes read through it (and through readers they wrap
@@ -87,12 +111,17 @@ func (b *watchedBody) Close() error { return b.rc.Close() }
 type lingerMode int
 
 const (
-	lingerNone       lingerMode = iota // nothing left to read: answer and keep the connection
-	lingerClose                        // answer with Connection: close
-	lingerDrain                        // answer, then drain the body within the bounds
-	lingerDrainClose                   // the same, with Connection: close
+	lingerNone  lingerMode = iota // nothing left to read: answer and keep the connection
+	lingerClose                   // answer with Connection: close
+	lingerDrain                   // answer with Connection: close, then drain the body within the bounds
 )
 
+// lingerMode decides. A drained connection always closes after its
+// answer: a client that refused bodies cost a drain each must not keep a
+// connection that only drains. A client that sent Expect: 100-continue
+// and was told nothing yet may still be waiting (it then reads the answer
+// and sends nothing), or have given up waiting and be sending its body
+// (Go's client after a second): the drain takes what comes.
 func (h *Handler) lingerMode(r *http.Request, b *watchedBody) lingerMode {
 	switch {
 	case b == nil || errors.Is(b.err, io.EOF):
@@ -101,12 +130,6 @@ func (h *Handler) lingerMode(r *http.Request, b *watchedBody) lingerMode {
 		return lingerClose
 	case r.ContentLength > h.MaxSize+lingerExtra:
 		return lingerClose
-	case !b.read && r.ProtoAtLeast(1, 1) && strings.Contains(strings.ToLower(r.Header.Get("Expect")), "100-continue"):
-		// Told nothing yet, the client may still be waiting (it then
-		// reads the answer and sends nothing), or have given up waiting
-		// and be sending its body (Go's client after a second): answer
-		// with Connection: close, and drain what comes.
-		return lingerDrainClose
 	}
 	return lingerDrain
 }
@@ -126,10 +149,20 @@ func (h *Handler) answerAndLinger(w http.ResponseWriter, r *http.Request, b *wat
 	case lingerClose:
 		w.Header().Set("Connection", "close")
 		writeError(w, ae)
-	case lingerDrain, lingerDrainClose:
-		if mode == lingerDrainClose {
-			w.Header().Set("Connection", "close")
+		unwanted(w)
+	case lingerDrain:
+		w.Header().Set("Connection", "close")
+		release, ok := takeDrain(h.MaxDraining)
+		if !ok {
+			// As many drains as max_draining are running: this client
+			// may see a reset instead of the answer, but no crowd of
+			// refused uploads holds the gateway.
+			metrics.drainsRefused.Inc()
+			writeError(w, ae)
+			unwanted(w)
+			return
 		}
+		defer release()
 		rc := http.NewResponseController(w)
 		// Without full duplex, net/http would read up to 256 KiB of the
 		// body itself before writing the answer's header.
@@ -140,6 +173,14 @@ func (h *Handler) answerAndLinger(w http.ResponseWriter, r *http.Request, b *wat
 	}
 }
 
+// unwanted ends all reading of a request body that will not be drained:
+// net/http itself would otherwise read up to 256 KiB of it when the body
+// is closed, waiting on a client that sends nothing. The answer is
+// written by then, and goes out as the connection closes.
+func unwanted(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+}
+
 // drain reads and discards the rest of a refused body within the bounds.
 // When the body did not end within them, it breaks the connection: the
 // answer is out, and net/http must not read what is left of the body as
@@ -148,8 +189,11 @@ func (h *Handler) drain(rc *http.ResponseController, b *watchedBody) {
 	start, from := time.Now(), b.n
 	end := start.Add(lingerTotal)
 	limit := h.MaxSize + lingerExtra
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	// A small buffer: a drain is paid for by a client that was refused,
+	// and there may be max_draining of them at once, most of them idle
+	// in a Read. nginx lingers with a few KiB too.
+	bp := drainBufs.Get().(*[drainBufferSize]byte)
+	defer drainBufs.Put(bp)
 	for b.err == nil && b.n <= limit {
 		deadline := time.Now().Add(h.lingerIdle())
 		if deadline.After(end) {
@@ -158,7 +202,7 @@ func (h *Handler) drain(rc *http.ResponseController, b *watchedBody) {
 		if rc.SetReadDeadline(deadline) != nil {
 			return // not a connection of net/http's (a test's recorder): nothing to protect
 		}
-		_, _ = b.Read((*bp)[:min(int64(len(*bp)), limit-b.n+1)])
+		_, _ = b.Read(bp[:min(int64(len(bp)), limit-b.n+1)])
 	}
 	_ = rc.SetReadDeadline(time.Time{})
 	metrics.drained.Add(float64(b.n - from))

@@ -43,7 +43,7 @@ func TestLingerMode(t *testing.T) {
 		{"no body", req(0), nil, lingerNone},
 		{"read to its end", req(10), &watchedBody{read: true, n: 10, err: io.EOF}, lingerNone},
 		{"a read failed (stall guard, client gone)", req(10), &watchedBody{read: true, err: errors.New("i/o timeout")}, lingerClose},
-		{"Expect: 100-continue, never read", req(10, "Expect", "100-continue"), unread, lingerDrainClose},
+		{"Expect: 100-continue, never read", req(10, "Expect", "100-continue"), unread, lingerDrain},
 		{"Expect: 100-continue, declared beyond the bound", req(1<<20+lingerExtra+1, "Expect", "100-continue"), unread, lingerClose},
 		{"Expect: 100-continue, read", req(10, "Expect", "100-Continue"), &watchedBody{read: true, n: 4}, lingerDrain},
 		{"declared beyond max_size + 16 MiB", req(1<<20 + lingerExtra + 1), unread, lingerClose},
@@ -124,14 +124,10 @@ func TestRefusalDrainsTheBody(t *testing.T) {
 			resp, a := conn.answer(t)
 			assert.Equal(t, c.status, a.Status, a.Raw)
 			assert.Equal(t, c.code, a.Error)
-			assert.False(t, resp.Close, "a drained connection stays open")
-			// The same connection serves the next request, once the body
-			// is drained.
-			_, err := fmt.Fprintf(conn, "GET /elsewhere HTTP/1.1\r\nHost: gw\r\n\r\n")
-			require.NoError(t, err)
-			next, err := http.ReadResponse(conn.br, nil)
-			require.NoError(t, err)
-			assert.Equal(t, "app", next.Header.Get("X-Next"))
+			// Drained, then closed: a refused client pays a connection
+			// for each refused body (issue 30).
+			assert.True(t, resp.Close, "a drained connection closes after its answer")
+			assert.True(t, conn.closed(5*time.Second), "the drained connection was kept")
 			drained := testutil.ToFloat64(metrics.drained) - before
 			assert.Positive(t, drained)
 			assert.LessOrEqual(t, drained, float64(form.Len()))
@@ -254,4 +250,37 @@ func TestRefusalSlowClientMetaRefuses(t *testing.T) {
 	_, a := conn.answer(t)
 	assert.Equal(t, 400, a.Status, a.Raw)
 	assert.Equal(t, codeMetaAPIError, a.Error)
+}
+
+// TestDrainCap: past max_draining drains in progress, a refusal is
+// answered with Connection: close and its body is not read; drains are
+// not transfers in flight, and have a gauge of their own.
+func TestDrainCap(t *testing.T) {
+	e := newEnv(t, func(h *Handler) { h.MaxDraining = 1 })
+	body := fixtures.JPEG(256 << 10)
+	head := "Authorization: Bearer wrong\r\nContent-Type: image/jpeg\r\nX-Phone-Number-Id: " + phoneA + "\r\n" +
+		"Content-Length: " + fmt.Sprint(len(body)) + "\r\n"
+	// The first refused body trickles: its drain holds the one place.
+	first := dialRaw(t, e)
+	_, err := first.Write([]byte("POST /v2/media/upload HTTP/1.1\r\nHost: gw\r\n" + head + "\r\n" + string(body[:1000])))
+	require.NoError(t, err)
+	_, a := first.answer(t)
+	require.Equal(t, 401, a.Status)
+	require.Eventually(t, func() bool { return testutil.ToFloat64(metrics.draining) == 1 }, 5*time.Second, 5*time.Millisecond)
+	assert.Zero(t, testutil.ToFloat64(metrics.inFlight.WithLabelValues("upload")), "a drain counted as a transfer")
+
+	refusedBefore := testutil.ToFloat64(metrics.drainsRefused)
+	second := dialRaw(t, e)
+	_, err = second.Write([]byte("POST /v2/media/upload HTTP/1.1\r\nHost: gw\r\n" + head + "\r\n"))
+	require.NoError(t, err)
+	resp, a := second.answer(t)
+	assert.Equal(t, 401, a.Status)
+	assert.True(t, resp.Close)
+	assert.True(t, second.closed(5*time.Second), "a refusal past max_draining was drained")
+	assert.Equal(t, 1.0, testutil.ToFloat64(metrics.drainsRefused)-refusedBefore)
+
+	_, err = first.Write(body[1000:])
+	require.NoError(t, err)
+	assert.True(t, first.closed(5*time.Second))
+	require.Eventually(t, func() bool { return testutil.ToFloat64(metrics.draining) == 0 }, 5*time.Second, 5*time.Millisecond)
 }

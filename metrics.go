@@ -25,6 +25,8 @@ var metrics = struct {
 	accountCache  *prometheus.CounterVec
 	downloadAbort *prometheus.CounterVec
 	drained       prometheus.Counter
+	draining      prometheus.Gauge
+	drainsRefused prometheus.Counter
 	spoolFull     prometheus.Counter
 	mediaCache    *prometheus.CounterVec
 	purges        *prometheus.CounterVec
@@ -91,12 +93,20 @@ func initMetrics() {
 			Namespace: ns, Subsystem: sub, Name: "drained_bytes_total",
 			Help: "Bytes of refused request bodies read and discarded so that the client hears the answer (the lingering close).",
 		})
+		metrics.draining = prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "drains_in_progress",
+			Help: "Refused request bodies being drained now (not counted as transfers in flight).",
+		})
+		metrics.drainsRefused = prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "drains_refused_total",
+			Help: "Refusals answered without draining their body (Connection: close) because max_draining drains were in progress.",
+		})
 	})
 }
 
 func allCollectors() []prometheus.Collector {
 	return []prometheus.Collector{metrics.requests, metrics.inFlight, metrics.bytes, metrics.spooled,
-		metrics.upstream, metrics.accountCache, metrics.downloadAbort, metrics.drained, metrics.spoolFull, metrics.mediaCache,
+		metrics.upstream, metrics.accountCache, metrics.downloadAbort, metrics.drained, metrics.draining, metrics.drainsRefused, metrics.spoolFull, metrics.mediaCache,
 		metrics.purges, metrics.channelUp}
 }
 
@@ -127,7 +137,8 @@ type requestTally struct {
 	label string
 	w     *statusWriter
 	// code is the answer's error code; empty for a success.
-	code string
+	code    string
+	settled bool // no longer counted in flight
 }
 
 func countRequest(route routeKind, w http.ResponseWriter) *requestTally {
@@ -141,7 +152,7 @@ func countRequest(route routeKind, w http.ResponseWriter) *requestTally {
 // not be drained, or a bug. It counts a panic that is not a refusal as
 // INCOMPLETE, and lets net/http deal with the panic.
 func (t *requestTally) done() {
-	metrics.inFlight.WithLabelValues(t.label).Dec()
+	t.settle()
 	code := t.code
 	if code == "" {
 		code = "OK"
@@ -153,6 +164,14 @@ func (t *requestTally) done() {
 	metrics.requests.WithLabelValues(t.label, strconv.Itoa(t.w.status()), code).Inc()
 	if rec != nil {
 		panic(rec)
+	}
+}
+
+// settle stops counting the request in flight, once.
+func (t *requestTally) settle() {
+	if !t.settled {
+		t.settled = true
+		metrics.inFlight.WithLabelValues(t.label).Dec()
 	}
 }
 

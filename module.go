@@ -142,6 +142,27 @@ type Handler struct {
 	// *.fbsbx.com, *.fbcdn.net, *.whatsapp.net.
 	MediaHosts []string `json:"media_hosts,omitempty"`
 
+	// MaxTransfersPerAccount bounds the media requests one account may
+	// have in progress at once, uploads and downloads together; past it,
+	// a request is answered 429 TOO_MANY_TRANSFERS with Retry-After
+	// before anything reaches Meta, so that no account holds every
+	// connection to Meta. Default: 64, or max_transfers when that is less.
+	MaxTransfersPerAccount int `json:"max_transfers_per_account,omitempty"`
+
+	// MaxTransfers bounds the media requests of all accounts in progress
+	// at once (429 TOO_MANY_TRANSFERS past it), and so the connections
+	// open to each of Meta's hosts. Handlers of every loaded config count
+	// together. Default: 4096.
+	MaxTransfers int `json:"max_transfers,omitempty"`
+
+	// MaxDraining bounds the refused request bodies drained at once (the
+	// lingering close, linger.go), by all configs together. Past it, a
+	// refusal is answered with Connection: close and its body is not
+	// read: a client that writes its whole body before reading may then
+	// see a reset instead of the answer, but a crowd of refused uploads
+	// cannot hold the gateway. Default: 1024.
+	MaxDraining int `json:"max_draining,omitempty"`
+
 	// AccountsRaw is the account source that maps API tokens to accounts:
 	// a module in the namespace http.handlers.whatsapp_media.accounts,
 	// chosen by its "source" key (static or introspect). Required.
@@ -151,6 +172,7 @@ type Handler struct {
 	graph      *graphClient
 	mediaCache *mediaCache // nil when media_cache_ttl is 0
 	spoolUsage *spoolUsage
+	transfers  *transferCounts
 	nearPrefix string // path_prefix normalised, and "/": where near misses start
 	logger     *zap.Logger
 	// now and cacheClock are the handler's time: tests set a clock they
@@ -182,7 +204,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.PathPrefix = strings.TrimRight(h.PathPrefix, "/")
 	h.nearPrefix = strings.TrimSuffix(media.NormalizePath(h.PathPrefix), "/") + "/"
-	h.GraphURL = repl.ReplaceKnown(h.GraphURL, "")
+	if given := h.GraphURL; given != "" {
+		if h.GraphURL = repl.ReplaceKnown(given, ""); h.GraphURL == "" {
+			h.logger.Warn("graph_url expands to nothing; using the default, " + DefaultGraphURL)
+		}
+	}
 	if h.GraphURL == "" {
 		h.GraphURL = DefaultGraphURL
 	}
@@ -211,6 +237,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.SpoolBudget = DefaultSpoolBudget
 	}
 	h.spoolUsage = loadSpoolUsage(h.SpoolDir)
+	if h.MaxTransfers == 0 {
+		h.MaxTransfers = DefaultMaxTransfers
+	}
+	if h.MaxTransfersPerAccount == 0 {
+		h.MaxTransfersPerAccount = min(DefaultMaxTransfersPerAccount, h.MaxTransfers)
+	}
+	h.transfers = loadTransferCounts()
+	if h.MaxDraining == 0 {
+		h.MaxDraining = DefaultMaxDraining
+	}
 	if len(h.MediaHosts) == 0 {
 		h.MediaHosts = DefaultMediaHosts
 	}
@@ -242,7 +278,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.graph = newGraphClient(strings.TrimRight(h.GraphURL, "/")+"/"+h.GraphVersion, hosts,
-		time.Duration(h.DialTimeout), time.Duration(h.ResponseTimeout))
+		time.Duration(h.DialTimeout), time.Duration(h.ResponseTimeout), h.MaxTransfers)
 	return nil
 }
 
@@ -267,6 +303,9 @@ func (h *Handler) Validate() error {
 	if fi, err := os.Stat(h.SpoolDir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("spool_dir %q is not a directory", h.SpoolDir)
 	}
+	if err := h.validateTransfers(); err != nil {
+		return err
+	}
 	if h.SpoolBudget < h.MaxSize {
 		return fmt.Errorf("spool_budget (%d) must be at least max_size (%d): an upload spooled at max_size could never fit", h.SpoolBudget, h.MaxSize)
 	}
@@ -281,6 +320,9 @@ func (h *Handler) Cleanup() error {
 	}
 	if h.spoolUsage != nil {
 		_, _ = spoolPool.Delete(h.spoolUsage.dir)
+	}
+	if h.transfers != nil {
+		_, _ = transferPool.Delete(transferPoolKey)
 	}
 	if h.mediaCache != nil {
 		h.mediaCache.stop()
@@ -327,6 +369,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	body := watchBody(r)
 	if ae := h.serveRoute(tally.w, r, route, mediaID); ae != nil {
 		tally.code = ae.Code
+		tally.settle() // what follows, the answer and a drain, is no transfer
 		h.refuse(tally.w, r, body, ae)
 	}
 	return nil
@@ -348,6 +391,11 @@ func (h *Handler) serveRoute(w http.ResponseWriter, r *http.Request, route route
 	if ae != nil {
 		return ae
 	}
+	release, ae := h.takeTransfer(acct)
+	if ae != nil {
+		return ae
+	}
+	defer release() // before a refusal's drain: a drain is not a transfer
 	if route == routeUpload {
 		return h.serveUpload(w, r, acct)
 	}

@@ -757,5 +757,20 @@ func TestUploadTypesMetaRenamed(t *testing.T) {
 		e = newEnv(t)
 		e.checkStored(e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA), field("type", "video/3gp"),
 			filePart("clip", "application/octet-stream", gp))), gp, "video/3gpp")
+		// A type field after the file (curl's order) names the type as
+		// the client knows it: it agrees with Meta's name.
+		for _, c := range []struct {
+			part formPart
+			typ  string
+			want string
+		}{
+			{filePart("voice.opus", "audio/opus", ogg), "audio/opus", "audio/ogg"},
+			{filePart("clip.3gp", "video/3gp", gp), "video/3gp", "video/3gpp"},
+			{filePart("voice.bin", "application/octet-stream", ogg), "audio/opus", "audio/ogg"},
+		} {
+			e = newEnv(t)
+			e.checkStored(e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA), c.part, field("type", c.typ))),
+				c.part.data, c.want)
+		}
 	})
 }

@@ -212,13 +212,14 @@ func writeSamplePhoto() (string, error) {
 	return p, os.WriteFile(p, buf.Bytes(), 0o644)
 }
 
-// addSampleMedia stores the sample photo at the emulated Meta.
+// addSampleMedia stores the sample photo at the emulated Meta, as a photo
+// a customer sent to the demo's phone number.
 func addSampleMedia(emu *metaemu.Server, photo string) (string, error) {
 	b, err := os.ReadFile(photo)
 	if err != nil {
 		return "", err
 	}
-	return emu.AddMedia(demoPhone, "image/jpeg", b)
+	return emu.AddCustomerMedia(demoPhone, "image/jpeg", b)
 }
 
 // loadDemoConfig runs Caddy with the demo's config.

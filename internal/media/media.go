@@ -173,8 +173,8 @@ func HintExcludes(hint, t string) bool {
 	if k := Kind(hint); k != "" {
 		return !InKind(k, t)
 	}
-	h := Type(hint)
-	return !IsGeneric(h) && h != t
+	h := MetaName(Type(hint))
+	return !IsGeneric(h) && h != MetaName(t)
 }
 
 func resolveType(in Inputs) (string, error) {
