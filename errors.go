@@ -27,6 +27,7 @@ const (
 	codeRequestTimeout      = "REQUEST_TIMEOUT"
 	codeSpoolFull           = "SPOOL_FULL"
 	codeTooManyTransfers    = "TOO_MANY_TRANSFERS"
+	codeClientClosed        = "CLIENT_CLOSED_REQUEST"
 )
 
 // apiError is an answer in the error envelope. Message is
@@ -88,12 +89,19 @@ var (
 	errClientStalled     = newError(http.StatusRequestTimeout, codeRequestTimeout, "The upload stalled: no bytes arrived for too long")
 	errBadPhoneID        = validationError("phoneNumberId must be a Meta phone number id (digits only)")
 	errEmptyFile         = validationError("The file is empty")
+	// errClientClosed stands for any refusal of a request whose client
+	// went away: nobody hears it, and nothing failed on this side. 499
+	// is nginx's status for it, seen only in logs and metrics.
+	errClientClosed = newError(statusClientClosed, codeClientClosed, "The client closed the request")
 
 	errMediaNotFound       = newError(http.StatusNotFound, codeNotFound, "Media URL not found")
 	errHostRefused         = newError(http.StatusBadGateway, codeUpstreamError, "The media URL points outside Meta's media hosts")
 	errCDNRefused          = newError(http.StatusBadGateway, codeUpstreamError, "The WhatsApp media CDN refused the request")
 	errRangeNotSatisfiable = newError(http.StatusRequestedRangeNotSatisfiable, codeRangeNotSatisfiable, "The requested range cannot be served")
 )
+
+// statusClientClosed is nginx's 499, Client Closed Request.
+const statusClientClosed = 499
 
 func methodNotAllowed(allow string) *apiError {
 	return &apiError{

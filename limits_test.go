@@ -24,11 +24,29 @@ var ceilingTypes = []string{
 	"audio/aac", "audio/amr", "audio/mpeg", "audio/mp4", "audio/ogg", "audio/opus",
 }
 
-// rawSized is a mode B upload of n bytes of no known type (nothing for
-// the declared type to be contradicted by) with a Content-Length, whose
-// reads are tracked.
+// signatureOf is the least of a file of type typ: the mandatory leading
+// bytes of its format, where it has them (media.Contradicts).
+func signatureOf(typ string) []byte {
+	switch typ {
+	case "image/jpeg":
+		return []byte{0xFF, 0xD8, 0xFF}
+	case "image/png":
+		return []byte("\x89PNG\r\n\x1a\n")
+	case "image/webp":
+		return []byte("RIFF\x00\x00\x00\x00WEBP")
+	case "video/mp4":
+		return []byte("\x00\x00\x00\x18ftypisom")
+	case "application/pdf":
+		return []byte("%PDF-1.7\n")
+	}
+	return nil
+}
+
+// rawSized is a mode B upload of n bytes: its type's signature, then
+// zeros (nothing for the declared type to be contradicted by), with a
+// Content-Length, whose reads are tracked.
 func (e *env) rawSized(typ string, n int64) (*http.Request, *readTracker) {
-	body := &readTracker{r: io.LimitReader(zeros{}, n)}
+	body := &readTracker{r: io.LimitReader(io.MultiReader(bytes.NewReader(signatureOf(typ)), zeros{}), n)}
 	req := e.rawUpload(tokPremium, body, map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": typ})
 	req.ContentLength = n
 	return req, body

@@ -368,6 +368,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	defer tally.done()
 	body := watchBody(r)
 	if ae := h.serveRoute(tally.w, r, route, mediaID); ae != nil {
+		if r.Context().Err() != nil {
+			// The client went away: what failed after (Meta's request
+			// cancelled with it, a body cut short) failed neither at
+			// Meta nor here.
+			ae = errClientClosed.withCause(ae)
+		}
 		tally.code = ae.Code
 		tally.settle() // what follows, the answer and a drain, is no transfer
 		h.refuse(tally.w, r, body, ae)

@@ -218,8 +218,11 @@ func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Accou
 		return errEmptyFile
 	}
 	if detected, bad := media.Contradicts(u.file.mimeType, u.head()); bad {
-		return newError(http.StatusUnsupportedMediaType, codeUnsupportedType,
-			"The file was sent as "+u.file.mimeType+", but its bytes are "+detected)
+		msg := "The file was sent as " + u.file.mimeType + ", but its bytes are " + detected
+		if detected == "" {
+			msg = "The file was sent as " + u.file.mimeType + ", but its bytes do not begin as every " + u.file.mimeType + " file does"
+		}
+		return newError(http.StatusUnsupportedMediaType, codeUnsupportedType, msg)
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()

@@ -2,6 +2,7 @@ package whatsappmedia
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -12,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
 	"github.com/avenping/caddy-whatsapp-media/internal/media"
@@ -78,7 +82,7 @@ func TestUploadRaw(t *testing.T) {
 func TestUploadRawContentLengthComputed(t *testing.T) {
 	// The Content-Length sent to Meta follows from the framing for every
 	// file size and name; the emulator counts the bytes actually received.
-	for _, n := range []int{1, 511, 512, 513, 70_000, 1 << 20} {
+	for _, n := range []int{3, 511, 512, 513, 70_000, 1 << 20} { // 3: the JPEG signature, the least a JPEG is
 		for _, name := range []string{"", "a.jpg", `we"ird;name.jpg`, "ünïcødé.jpg"} {
 			t.Run(strconv.Itoa(n)+"/"+name, func(t *testing.T) {
 				e := newEnv(t)
@@ -166,8 +170,10 @@ func TestUploadMultipartFieldOrders(t *testing.T) {
 		{"phone then file (curl order)", []formPart{field("phoneNumberId", phoneA), filePart("photo.jpg", "image/jpeg", data)}, "", false, "image/jpeg", nil},
 		{"file then phone", []formPart{filePart("photo.jpg", "image/jpeg", data), field("phoneNumberId", phoneA)}, "", true, "image/jpeg", nil},
 		{"phone in header", []formPart{filePart("photo.jpg", "image/jpeg", data)}, phoneA, false, "image/jpeg", nil},
-		{"type field for generic part", []formPart{field("phoneNumberId", phoneA), field("type", "image/png"), filePart("blob", "application/octet-stream", blob)}, "", false, "image/png", blob},
-		{"type after spooled file is used", []formPart{filePart("blob", "application/octet-stream", blob), field("phoneNumberId", phoneA), field("type", "image/png")}, "", true, "image/png", blob},
+		// audio/aac: a type whose format has no mandatory signature, so
+		// that bytes of no known type are not evidence against it.
+		{"type field for generic part", []formPart{field("phoneNumberId", phoneA), field("type", "audio/aac"), filePart("blob", "application/octet-stream", blob)}, "", false, "audio/aac", blob},
+		{"type after spooled file is used", []formPart{filePart("blob", "application/octet-stream", blob), field("phoneNumberId", phoneA), field("type", "audio/aac")}, "", true, "audio/aac", blob},
 		{"extra fields ignored", []formPart{field("caption", "hi"), field("phoneNumberId", phoneA), filePart("photo.jpg", "", data), field("trailer", "x")}, "", false, "image/jpeg", nil},
 		{"sniffed", []formPart{field("phoneNumberId", phoneA), filePart("noext", "", data)}, "", false, "image/jpeg", nil},
 	}
@@ -429,6 +435,39 @@ func TestUploadClientAbortCancelsMeta(t *testing.T) {
 	up := e.emu.Uploads()[0]
 	assert.Empty(t, up.MediaID)
 	assert.False(t, up.ReceivedBodyOK)
+}
+
+// TestClientAbortIsNoUpstreamError: a client that goes away mid-upload is
+// a 499 CLIENT_CLOSED_REQUEST at debug level, never an UPSTREAM_ERROR.
+func TestClientAbortIsNoUpstreamError(t *testing.T) {
+	e := newEnv(t)
+	core, logs := observer.New(zap.DebugLevel)
+	e.h.logger = zap.New(core)
+	before := testutil.ToFloat64(metrics.requests.WithLabelValues("upload", "499", codeClientClosed))
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	req := e.rawUpload(tokPremium, pr, map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"})
+	req = req.WithContext(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	_, err := pw.Write(fixtures.JPEG(100_000))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return e.emu.InFlight() == 1 }, 5*time.Second, 5*time.Millisecond)
+	cancel() // the client goes away
+	pw.CloseWithError(context.Canceled)
+	<-done
+	require.Eventually(t, func() bool {
+		return testutil.ToFloat64(metrics.requests.WithLabelValues("upload", "499", codeClientClosed))-before == 1
+	}, 5*time.Second, 5*time.Millisecond, "not counted as a client abort")
+	for _, l := range logs.All() {
+		assert.Less(t, l.Level, zap.WarnLevel, "%s: %v", l.Message, l.ContextMap())
+		assert.NotEqual(t, codeUpstreamError, l.ContextMap()["error"])
+	}
 }
 
 func TestSanitizeFilename(t *testing.T) {

@@ -1,6 +1,7 @@
 package media
 
 import (
+	"bytes"
 	"slices"
 	"strings"
 
@@ -84,17 +85,54 @@ func Detect(head []byte) string {
 	return t
 }
 
+// signatures are the leading bytes that files of a type must have: their
+// formats make them mandatory, so that bytes without them are not of the
+// type whatever else they are.
+var signatures = map[string]func([]byte) bool{
+	"image/jpeg":      func(b []byte) bool { return bytes.HasPrefix(b, []byte{0xFF, 0xD8, 0xFF}) },
+	"image/png":       func(b []byte) bool { return bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) },
+	"image/webp":      func(b []byte) bool { return len(b) >= 12 && string(b[:4]) == "RIFF" && string(b[8:12]) == "WEBP" },
+	"application/pdf": func(b []byte) bool { return bytes.Contains(b[:min(len(b), 1024)], []byte("%PDF-")) },
+	"video/mp4":       func(b []byte) bool { return len(b) >= 8 && string(b[4:8]) == "ftyp" },
+}
+
+// textRefused are the detected types a file declared text/plain may not
+// be: programs, archives and markup a browser or a shell would run.
+var textRefused = []string{
+	"application/x-executable", "application/x-elf", "application/vnd.microsoft.portable-executable",
+	"application/x-mach-binary", "application/x-msdownload", "application/x-sharedlib",
+	"application/zip", "application/gzip", "application/x-gzip", "application/x-7z-compressed",
+	"application/x-rar-compressed", "application/x-tar", "application/x-bzip2", "application/x-xz",
+	"application/zstd", "text/html", "image/svg+xml", "text/xml", "application/xml", "application/xhtml+xml",
+}
+
 // Contradicts reports whether a file's first bytes are positive evidence
-// that it is not of the declared type: the detector names a type of
-// another family than the declared type's, neither it nor any of its
-// parents sharing a family with it. An unknown or generic detection is no
-// evidence, and a declared text/plain is never contradicted. It returns
-// the detected type.
+// that it is not of the declared type: a type whose format has a
+// mandatory signature (JPEG, PNG, WebP, PDF, MP4) without it; a declared
+// text/plain that is a program, an archive or markup; or any other
+// declared type when the detector names a type of another family, neither
+// it nor any of its parents sharing a family with it (an unknown or
+// generic detection is no evidence there). It returns what the bytes are,
+// "" when the detector knows nothing more specific than binary.
 func Contradicts(declared string, head []byte) (string, bool) {
-	if declared == "text/plain" || len(head) == 0 {
+	if len(head) == 0 {
 		return "", false
 	}
 	m := mimetype.Detect(head)
+	if sig, ok := signatures[declared]; ok && !sig(head) {
+		if t := Type(m.String()); !IsGeneric(t) {
+			return t, true
+		}
+		return "", true
+	}
+	if declared == "text/plain" {
+		for x := m; x != nil; x = x.Parent() {
+			if t := Type(x.String()); slices.Contains(textRefused, t) {
+				return Type(m.String()), true
+			}
+		}
+		return "", false
+	}
 	if IsGeneric(Type(m.String())) || Type(m.String()) == "text/plain" {
 		return "", false
 	}

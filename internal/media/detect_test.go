@@ -134,12 +134,32 @@ func TestContradicts(t *testing.T) {
 	detected, bad := Contradicts("image/jpeg", exe())
 	assert.True(t, bad, "an executable sent as a JPEG")
 	assert.NotEmpty(t, detected)
-	// No evidence: unknown bytes, text, nothing; and text/plain is never
-	// contradicted.
+	// No evidence: unknown bytes, text, nothing, for a type whose format
+	// has no mandatory signature.
 	for _, head := range [][]byte{make([]byte, 100), []byte("just some words\n"), nil, {0x01, 0x02, 0x03}} {
-		_, bad := Contradicts("image/jpeg", head)
+		_, bad := Contradicts("audio/aac", head)
 		assert.False(t, bad, "%q", head)
 	}
-	_, bad = Contradicts("text/plain", fixtures.Sample("image/jpeg"))
-	assert.False(t, bad)
+	// Mandatory signatures: JPEG, PNG, WebP, PDF and MP4 bytes must have
+	// theirs, whatever else they are (issue 30).
+	for _, typ := range []string{"image/jpeg", "image/png", "image/webp", "application/pdf", "video/mp4"} {
+		for _, head := range [][]byte{make([]byte, 100), []byte("just some words\n"), {0x01, 0x02, 0x03}} {
+			_, bad := Contradicts(typ, head)
+			assert.True(t, bad, "%q sent as %s", head, typ)
+		}
+	}
+	// text/plain takes any text, and bytes of no known type, but not a
+	// program, an archive or markup.
+	for _, head := range [][]byte{[]byte("just some words\n"), make([]byte, 100), fixtures.Sample("image/jpeg")} {
+		_, bad := Contradicts("text/plain", head)
+		assert.False(t, bad, "%q", head[:min(len(head), 16)])
+	}
+	for name, head := range map[string][]byte{
+		"an executable": exe(), "a ZIP": fixtures.Sample("application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+		"HTML": []byte("<!DOCTYPE html><html><body><script>alert(1)</script></body></html>"),
+		"SVG":  []byte(`<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>`),
+	} {
+		_, bad := Contradicts("text/plain", head)
+		assert.True(t, bad, "%s sent as text/plain", name)
+	}
 }
