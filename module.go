@@ -368,10 +368,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	defer tally.done()
 	body := watchBody(r)
 	if ae := h.serveRoute(tally.w, r, route, mediaID); ae != nil {
-		if r.Context().Err() != nil {
-			// The client went away: what failed after (Meta's request
-			// cancelled with it, a body cut short) failed neither at
-			// Meta nor here.
+		if r.Context().Err() != nil && ae != errClientStalled {
+			// The client went away: a failure after it (Meta's request
+			// cancelled with it, a body cut short) is neither Meta's nor
+			// the gateway's. A client cut off by the stall guard (which
+			// makes net/http cancel the context too) keeps its 408.
 			ae = errClientClosed.withCause(ae)
 		}
 		tally.code = ae.Code

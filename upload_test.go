@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -463,7 +464,7 @@ func TestClientAbortIsNoUpstreamError(t *testing.T) {
 	<-done
 	require.Eventually(t, func() bool {
 		return testutil.ToFloat64(metrics.requests.WithLabelValues("upload", "499", codeClientClosed))-before == 1
-	}, 5*time.Second, 5*time.Millisecond, "not counted as a client abort")
+	}, 3*time.Second, 5*time.Millisecond, "not counted as a client abort: %v", logEntries(logs))
 	for _, l := range logs.All() {
 		assert.Less(t, l.Level, zap.WarnLevel, "%s: %v", l.Message, l.ContextMap())
 		assert.NotEqual(t, codeUpstreamError, l.ContextMap()["error"])
@@ -812,4 +813,12 @@ func TestUploadTypesMetaRenamed(t *testing.T) {
 				c.part.data, c.want)
 		}
 	})
+}
+
+func logEntries(logs *observer.ObservedLogs) []string {
+	var out []string
+	for _, l := range logs.All() {
+		out = append(out, l.Message+" "+fmt.Sprint(l.ContextMap()))
+	}
+	return out
 }
