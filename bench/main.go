@@ -61,9 +61,10 @@ import (
 )
 
 const (
-	apiToken  = "bench-token"
-	metaToken = "bench-meta-token"
-	phone     = "106540352242922"
+	apiToken   = "bench-token"
+	otherToken = "bench-other-token"
+	metaToken  = "bench-meta-token"
+	phone      = "106540352242922"
 )
 
 func main() {
@@ -229,7 +230,7 @@ func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Du
 	fmt.Println("| op | size | conc | contender | median | MB/s | × reverse_proxy | server CPU | peak RSS growth | Graph metadata requests per download | CPU × verified floor |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, op := range ops {
-		if op == "rps" || op == "conns" {
+		if op == "rps" || op == "conns" || op == "fair" {
 			continue
 		}
 		for _, size := range sizes {
@@ -306,6 +307,11 @@ func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Du
 			return err
 		}
 	}
+	if slices.Contains(ops, "fair") {
+		if err := fair(fresh, &metaConns, emu, fairCounts{trickling: 1500, slowUploads: 300, fastDrains: 20}); err != nil {
+			return err
+		}
+	}
 	if !slices.Contains(ops, "rps") {
 		return nil
 	}
@@ -348,6 +354,12 @@ func caddyfile(name, addr, graph, admin string, cold bool) string {
 		accounts static {
 			account bench {
 				token ` + apiToken + `
+				plan premium
+				meta_token ` + metaToken + `
+				phone_numbers ` + phone + `
+			}
+			account other {
+				token ` + otherToken + `
 				plan premium
 				meta_token ` + metaToken + `
 				phone_numbers ` + phone + `
