@@ -41,7 +41,3 @@ var (
 	// once more through a buffer.
 	sniffReaders = newReaderPool(media.SniffLen)
 )
-
-// writerOnly hides an io.Writer's other methods (ReadFrom), so that
-// io.CopyBuffer uses the pooled buffer it is given.
-type writerOnly struct{ io.Writer }

@@ -38,6 +38,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    allowed_plans  <plan...>       # default premium enterprise
 //	    spool_dir      <directory>     # default: the system's temp directory
 //	    spool_budget   <size>          # default 2GiB
+//	    spool_share    <size>          # default: a quarter of spool_budget, at least max_size
+//	    spool_min_rate <size>          # default 4KiB: a second, once stall_timeout has passed
 //	    dial_timeout     <duration>    # default 5s
 //	    response_timeout <duration>    # default 60s
 //	    stall_timeout    <duration>    # default 30s
@@ -78,6 +80,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = parseStringArg(d, &h.SpoolDir, nil)
 		case "spool_budget":
 			err = parseSizeArg(d, &h.SpoolBudget)
+		case "spool_share":
+			err = parseSizeArg(d, &h.SpoolShare)
+		case "spool_min_rate":
+			err = parseSizeArg(d, &h.SpoolMinRate)
 		case "dial_timeout":
 			err = parseDurationArg(d, &h.DialTimeout)
 		case "response_timeout":

@@ -147,32 +147,35 @@ func TestEmptyFiles(t *testing.T) {
 	assert.Empty(t, dirEntries(t, e.h.SpoolDir))
 }
 
+// TestSpoolBudget: spooling uploads reserve their bytes as they arrive,
+// within spool_budget and each account's spool_share; a trickling one is
+// cut off below spool_min_rate.
 func TestSpoolBudget(t *testing.T) {
-	e := newEnv(t, func(h *Handler) { h.MaxSize = 600 << 10; h.SpoolBudget = 1 << 20 })
-	// A spooled upload of unknown length reserves max_size, and holds it
-	// while its client sends.
+	e := newEnv(t, func(h *Handler) { h.MaxSize = 4 << 20; h.SpoolBudget = 8 << 20; h.SpoolShare = 4 << 20 })
+	fileFirst := func(n int) (*bytes.Buffer, string) {
+		return buildForm(t, filePart("a.jpg", "image/jpeg", fixtures.JPEG(n)), field("phoneNumberId", phoneA))
+	}
+	// A trickling upload of unknown length holds what it sent (a first
+	// chunk), not max_size.
 	pr, pw := io.Pipe()
-	form, ct := buildForm(t, filePart("a.jpg", "image/jpeg", fixtures.JPEG(100_000)), field("phoneNumberId", phoneA))
+	form, ct := fileFirst(100_000)
 	first := make(chan answer, 1)
-	go func() {
-		first <- e.do(e.rawUpload(tokPremium, pr, map[string]string{"Content-Type": ct}))
-	}()
+	go func() { first <- e.do(e.rawUpload(tokPremium, pr, map[string]string{"Content-Type": ct})) }()
 	_, err := pw.Write(form.Bytes()[:50_000])
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return spoolUsed(e) > 0 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return spoolUsed(e) == spoolChunk }, 5*time.Second, 5*time.Millisecond)
 
+	// The same account's second upload fits its share only in part: it is
+	// refused when it would pass it, having reserved as it went.
 	before := testutil.ToFloat64(metrics.spoolFull)
-	body := &readTracker{r: bytes.NewReader(form.Bytes())}
-	req := e.rawUpload(tokPremium, body, map[string]string{"Content-Type": ct})
-	req.ContentLength = -1
-	a := e.do(req)
+	big, bct := fileFirst(3_500_000)
+	a := e.do(e.rawUpload(tokPremium, bytes.NewReader(big.Bytes()), map[string]string{"Content-Type": bct}))
 	assert.Equal(t, 503, a.Status, a.Raw)
 	assert.Equal(t, codeSpoolFull, a.Error)
 	assert.Equal(t, "10", a.Header.Get("Retry-After"))
 	assert.Equal(t, before+1, testutil.ToFloat64(metrics.spoolFull))
-
-	// A known length reserves only itself, and fits.
-	a = e.do(e.formUpload(tokPremium, filePart("b.jpg", "image/jpeg", fixtures.JPEG(1000)), field("phoneNumberId", phoneA)))
+	// Another account has a share of its own.
+	a = e.do(e.rawUpload(tokEnterprise, bytes.NewReader(big.Bytes()), map[string]string{"Content-Type": bct}))
 	assert.Equal(t, 200, a.Status, a.Raw)
 
 	_, err = pw.Write(form.Bytes()[50_000:])
@@ -182,6 +185,61 @@ func TestSpoolBudget(t *testing.T) {
 	assert.Zero(t, spoolUsed(e), "every reservation was released")
 	// Streamed uploads never touch the budget.
 	assert.Equal(t, 200, e.do(e.formUpload(tokPremium, field("phoneNumberId", phoneA), filePart("c.jpg", "image/jpeg", fixtures.JPEG(500_000)))).Status)
+}
+
+func TestSpoolBudgetFull(t *testing.T) {
+	e := newEnv(t, func(h *Handler) { h.MaxSize = 1 << 20; h.SpoolBudget = 1 << 20 })
+	pr, pw := io.Pipe()
+	form, ct := buildForm(t, filePart("a.jpg", "image/jpeg", fixtures.JPEG(100_000)), field("phoneNumberId", phoneA))
+	first := make(chan answer, 1)
+	go func() { first <- e.do(e.rawUpload(tokPremium, pr, map[string]string{"Content-Type": ct})) }()
+	_, err := pw.Write(form.Bytes()[:50_000])
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return spoolUsed(e) == 1<<20 }, 5*time.Second, 5*time.Millisecond)
+	// Nothing left of the budget: refused before its file is read.
+	body := &readTracker{r: bytes.NewReader(form.Bytes())}
+	req := e.rawUpload(tokEnterprise, body, map[string]string{"Content-Type": ct})
+	req.ContentLength = -1
+	rec := e.serveDirect(req)
+	assert.Equal(t, 503, rec.Code, rec.Body.String())
+	_, err = pw.Write(form.Bytes()[50_000:])
+	require.NoError(t, err)
+	require.NoError(t, pw.Close())
+	assert.Equal(t, 200, (<-first).Status)
+}
+
+func TestSpoolMinRate(t *testing.T) {
+	e := newEnv(t, shortStall, func(h *Handler) { h.SpoolMinRate = 1 << 20 })
+	pr, pw := io.Pipe()
+	form, ct := buildForm(t, filePart("a.jpg", "image/jpeg", fixtures.JPEG(100_000)), field("phoneNumberId", phoneA))
+	done := make(chan answer, 1)
+	go func() { done <- e.do(e.rawUpload(tokPremium, pr, map[string]string{"Content-Type": ct})) }()
+	// The form's head and the file's first 4 KiB at once, then a byte
+	// every 100 ms: never stalled (300 ms), far below 1 MiB/s.
+	go func() {
+		b := form.Bytes()
+		if _, err := pw.Write(b[:4500]); err != nil {
+			return
+		}
+		for i := 4500; i < len(b); i++ {
+			if _, err := pw.Write(b[i : i+1]); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	var a answer
+	select {
+	case a = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a trickling spooled upload was not cut off")
+	}
+	pw.Close()
+	assert.Equal(t, 408, a.Status, a.Raw)
+	assert.Equal(t, codeRequestTimeout, a.Error)
+	assert.Contains(t, a.Message, "too slowly")
+	assert.Empty(t, e.emu.Requests(), "Meta was asked")
+	assert.Zero(t, spoolUsed(e))
 }
 
 func spoolUsed(e *env) int64 {

@@ -36,6 +36,7 @@ const (
 	DefaultGraphVersion = "v23.0"
 	DefaultMaxSize      = 100 << 20
 	DefaultSpoolBudget  = 2 << 30
+	DefaultSpoolMinRate = 4 << 10
 	maxMaxSize          = 1 << 40
 
 	DefaultDialTimeout     = 5 * time.Second
@@ -91,12 +92,26 @@ type Handler struct {
 	SpoolDir string `json:"spool_dir,omitempty"`
 
 	// SpoolBudget bounds, in bytes, what the uploads being spooled to
-	// spool_dir may hold at once: each reserves its Content-Length (at most
-	// max_size), or max_size when the length is unknown, before its file is
-	// read. An upload that would exceed the budget is refused at once with
-	// 503 SPOOL_FULL and Retry-After. Handlers sharing a spool_dir share
+	// spool_dir may hold at once: each reserves its bytes as they arrive,
+	// 1 MiB at a time (its first MiB before its file is read). An upload
+	// that cannot reserve its first MiB is refused at once with 503
+	// SPOOL_FULL and Retry-After; one that crosses the budget later is cut
+	// off with the same answer. Handlers sharing a spool_dir share
 	// its budget. It must be at least max_size. Default: 2 GiB.
 	SpoolBudget int64 `json:"spool_budget,omitempty"`
+
+	// SpoolShare bounds, in bytes, what one account's spooling uploads may
+	// hold of spool_budget at once, so that no account can take the whole
+	// budget from the others. It must be at least max_size and at most
+	// spool_budget. Default: a quarter of spool_budget, and at least
+	// max_size.
+	SpoolShare int64 `json:"spool_share,omitempty"`
+
+	// SpoolMinRate is the slowest, in bytes a second, that a spooling
+	// upload may arrive once stall_timeout has passed: a slower one is cut
+	// off with 408 REQUEST_TIMEOUT, so that trickling clients do not hold
+	// the disk and their connections. Default: 4 KiB/s.
+	SpoolMinRate int64 `json:"spool_min_rate,omitempty"`
 
 	// DialTimeout is how long connecting to Meta may take, TLS handshake
 	// included. Default: 5s.
@@ -236,6 +251,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.SpoolBudget == 0 {
 		h.SpoolBudget = DefaultSpoolBudget
 	}
+	if h.SpoolShare == 0 {
+		h.SpoolShare = min(max(h.SpoolBudget/4, h.MaxSize), h.SpoolBudget)
+	}
+	if h.SpoolMinRate == 0 {
+		h.SpoolMinRate = DefaultSpoolMinRate
+	}
 	h.spoolUsage = loadSpoolUsage(h.SpoolDir)
 	if h.MaxTransfers == 0 {
 		h.MaxTransfers = DefaultMaxTransfers
@@ -308,6 +329,12 @@ func (h *Handler) Validate() error {
 	}
 	if h.SpoolBudget < h.MaxSize {
 		return fmt.Errorf("spool_budget (%d) must be at least max_size (%d): an upload spooled at max_size could never fit", h.SpoolBudget, h.MaxSize)
+	}
+	if h.SpoolShare < h.MaxSize || h.SpoolShare > h.SpoolBudget {
+		return fmt.Errorf("spool_share (%d) must be between max_size (%d) and spool_budget (%d)", h.SpoolShare, h.MaxSize, h.SpoolBudget)
+	}
+	if h.SpoolMinRate < 0 {
+		return fmt.Errorf("spool_min_rate must be positive")
 	}
 	return nil
 }

@@ -160,12 +160,12 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 // the form (for phoneNumberId, or a type field): the file goes to a
 // temporary file on disk, never to memory, and from there to Meta.
 func (h *Handler) uploadSpooled(w http.ResponseWriter, r *http.Request, acct *Account, f *form, in media.Inputs, file io.Reader) *apiError {
-	release, ae := h.reserveSpool(r)
+	res, ae := h.reserveSpool(r, acct)
 	if ae != nil {
 		return ae
 	}
-	defer release()
-	spool, size, ae := h.spool(w, file)
+	defer res.release()
+	spool, size, ae := h.spool(w, file, res)
 	if ae != nil {
 		return ae
 	}

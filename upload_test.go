@@ -753,10 +753,13 @@ func TestUploadKindsAndBytes(t *testing.T) {
 func TestValidateSpoolBudgetAndPrefix(t *testing.T) {
 	valid := func() *Handler {
 		return &Handler{PathPrefix: "/v2/media", GraphURL: "https://graph.facebook.com", GraphVersion: "v23.0",
-			SpoolDir: t.TempDir(), MaxSize: 5 << 30, SpoolBudget: 5 << 30}
+			SpoolDir: t.TempDir(), MaxSize: 5 << 30, SpoolBudget: 5 << 30, SpoolShare: 5 << 30}
 	}
 	require.NoError(t, valid().Validate())
 	h := valid()
+	h.SpoolShare = 1 << 30
+	assert.ErrorContains(t, h.Validate(), "spool_share", "a share below max_size")
+	h = valid()
 	h.SpoolBudget = 2 << 30
 	assert.ErrorContains(t, h.Validate(), "spool_budget", "an upload of max_size could never be spooled")
 	h = valid()
