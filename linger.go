@@ -78,10 +78,11 @@ func takeDrain(max int) (func(), bool) {
 // read of it: the routes read through it (and through readers they wrap
 // around it), refuse drains it.
 type watchedBody struct {
-	rc   io.ReadCloser
-	n    int64 // bytes read
-	read bool  // a Read reached the body: any 100 Continue went out
-	err  error // the first error: io.EOF once the body has ended
+	rc    io.ReadCloser
+	guard *stallGuard // while set (an upload's prelude), hears of every byte
+	n     int64       // bytes read
+	read  bool        // a Read reached the body: any 100 Continue went out
+	err   error       // the first error: io.EOF once the body has ended
 }
 
 // watchBody puts a watchedBody in front of an HTTP/1.x request's body; it
@@ -102,6 +103,9 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 	b.read = true
 	n, err := b.rc.Read(p)
 	b.n += int64(n)
+	if n > 0 && b.guard != nil {
+		b.guard.progress()
+	}
 	if err != nil {
 		b.err = err
 	}

@@ -2,6 +2,7 @@ package whatsappmedia
 
 import (
 	"io"
+	"net/http"
 	"sync"
 	"time"
 )
@@ -64,3 +65,43 @@ func (p progressReader) Read(b []byte) (int, error) {
 	}
 	return n, err
 }
+
+// prelude is the stall guard of an upload's reads before its transfer
+// begins: part headers and fields, the first bytes read to tell the
+// file's type. A client that sends nothing for stall_timeout there is cut
+// off (408) like one that stalls mid-transfer. It watches the body as the
+// handler got it (HTTP/1.x); once the transfer's own guard (or the
+// spool's) takes over, it ends.
+type prelude struct {
+	body  *watchedBody
+	guard *stallGuard
+	ended bool
+}
+
+// startPrelude guards r's body until end; nil when the body is not one
+// the handler watches (HTTP/2 and HTTP/3, or no body).
+func (h *Handler) startPrelude(w http.ResponseWriter, r *http.Request) *prelude {
+	b, ok := r.Body.(*watchedBody)
+	if !ok {
+		return nil
+	}
+	p := &prelude{body: b, guard: newStallGuard(time.Duration(h.StallTimeout), func() {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	})}
+	b.guard = p.guard
+	return p
+}
+
+// end stops the guard; it must be called where no read of the body runs
+// in another goroutine (before the transfer starts, or after it ended).
+func (p *prelude) end() {
+	if p == nil || p.ended {
+		return
+	}
+	p.ended = true
+	p.guard.stop()
+	p.body.guard = nil
+}
+
+// stalled reports whether the guard cut the client off.
+func (p *prelude) stalled() bool { return p != nil && p.guard.fired() }

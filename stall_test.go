@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -188,4 +189,31 @@ func TestSlowSteadyClientsAreNotStalled(t *testing.T) {
 		a := e.do(e.rawUpload(tokPremium, pr, map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"}))
 		e.checkStored(a, data, "image/jpeg")
 	})
+}
+
+// TestUploadPreludeStalls: a client that stops before the transfer begins
+// (in the form's part headers, before the first byte that tells the type)
+// is cut off after stall_timeout like one that stalls mid-transfer.
+func TestUploadPreludeStalls(t *testing.T) {
+	form, ct := buildForm(t, field("phoneNumberId", phoneA), filePart("a.jpg", "image/jpeg", fixtures.JPEG(100_000)))
+	for _, c := range []struct {
+		name, head string
+		body       []byte
+	}{
+		{"in the part headers", "Content-Type: " + ct + "\r\nContent-Length: " + strconv.Itoa(form.Len()) + "\r\n", form.Bytes()[:60]},
+		{"before the first byte", "Content-Type: image/jpeg\r\nX-Phone-Number-Id: " + phoneA + "\r\nTransfer-Encoding: chunked\r\n", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, shortStall)
+			conn := dialRaw(t, e)
+			_, err := conn.Write(append([]byte("POST /v2/media/upload HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer "+tokPremium+"\r\n"+c.head+"\r\n"), c.body...))
+			require.NoError(t, err)
+			start := time.Now()
+			_, a := conn.answer(t)
+			assert.Equal(t, 408, a.Status, a.Raw)
+			assert.Equal(t, codeRequestTimeout, a.Error)
+			assert.Less(t, time.Since(start), 5*time.Second)
+			assert.Empty(t, e.emu.Requests(), "Meta was asked")
+		})
+	}
 }

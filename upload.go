@@ -27,6 +27,17 @@ type uploadData struct {
 // access rules 1 to 4. The file comes as a multipart form (mode A) or as
 // the request body itself (mode B).
 func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, acct *Account) *apiError {
+	pre := h.startPrelude(w, r)
+	defer pre.end()
+	ae := h.receiveUpload(w, r, acct, pre)
+	if ae != nil && pre.stalled() {
+		return errClientStalled // the read that failed was cut off by the prelude's guard
+	}
+	return ae
+}
+
+// receiveUpload tells the upload's mode and serves it.
+func (h *Handler) receiveUpload(w http.ResponseWriter, r *http.Request, acct *Account, pre *prelude) *apiError {
 	// A phone number id in a header is checked before anything about the
 	// body, in both modes.
 	phone, given, ae := phoneFromHeaders(r.Header)
@@ -47,9 +58,9 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, acct *Acco
 		if params["boundary"] == "" {
 			return validationError("multipart/form-data needs a boundary parameter")
 		}
-		return h.uploadMultipart(w, r, acct, phone)
+		return h.uploadMultipart(w, r, acct, phone, pre)
 	}
-	return h.uploadRaw(w, r, acct, phone)
+	return h.uploadRaw(w, r, acct, phone, pre)
 }
 
 // phoneFromHeaders returns the phone number id given in X-Phone-Number-Id
@@ -71,7 +82,7 @@ func phoneFromHeaders(hdr http.Header) (string, bool, *apiError) {
 
 // uploadRaw serves mode B: the body is the file. phone is the header's
 // phone number id, already checked against the account.
-func (h *Handler) uploadRaw(w http.ResponseWriter, r *http.Request, acct *Account, phone string) *apiError {
+func (h *Handler) uploadRaw(w http.ResponseWriter, r *http.Request, acct *Account, phone string, pre *prelude) *apiError {
 	if phone == "" {
 		return validationError("X-Phone-Number-Id header is required")
 	}
@@ -93,7 +104,7 @@ func (h *Handler) uploadRaw(w http.ResponseWriter, r *http.Request, acct *Accoun
 	if ae != nil {
 		return ae
 	}
-	return h.sendToMeta(w, r, acct, metaUpload{phone: phone, head: in.Head, file: metaFile{
+	return h.sendToMeta(w, r, acct, metaUpload{phone: phone, head: in.Head, prelude: pre, file: metaFile{
 		mimeType: mimeType, filename: in.Filename, body: br, size: r.ContentLength,
 	}})
 }
@@ -109,7 +120,7 @@ func peeker(br *bufio.Reader) func() []byte {
 // uploadMultipart serves mode A. When phoneNumberId is known before the
 // file part (from the header, or a field sent first, as curl, browsers and
 // SDKs do), the file streams straight to Meta; otherwise it is spooled.
-func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *Account, phone string) *apiError {
+func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *Account, phone string, pre *prelude) *apiError {
 	// mime/multipart reads through a 4 KiB buffer: without a large one
 	// below it, every read from the client's connection would be a 4 KiB
 	// syscall (BENCHMARKS.md measures the difference).
@@ -140,10 +151,11 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 		mimeType, ae := resolveFileType(in, src, false)
 		if ae == nil {
 			return h.sendToMeta(w, r, acct, metaUpload{
-				phone:  f.phone,
-				head:   in.Head,
-				file:   metaFile{mimeType: mimeType, filename: in.Filename, body: src, size: -1},
-				finish: f.finish(mimeType, decided),
+				phone:   f.phone,
+				head:    in.Head,
+				prelude: pre,
+				file:    metaFile{mimeType: mimeType, filename: in.Filename, body: src, size: -1},
+				finish:  f.finish(mimeType, decided),
 			})
 		}
 		if decided || ae == errEmptyFile {
@@ -153,13 +165,14 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 		// may still follow the file: spool it, like a file sent before
 		// phoneNumberId, and decide once the whole form is read.
 	}
-	return h.uploadSpooled(w, r, acct, f, in, src)
+	return h.uploadSpooled(w, r, acct, f, in, src, pre)
 }
 
 // uploadSpooled serves a form whose file part must wait for the rest of
 // the form (for phoneNumberId, or a type field): the file goes to a
 // temporary file on disk, never to memory, and from there to Meta.
-func (h *Handler) uploadSpooled(w http.ResponseWriter, r *http.Request, acct *Account, f *form, in media.Inputs, file io.Reader) *apiError {
+func (h *Handler) uploadSpooled(w http.ResponseWriter, r *http.Request, acct *Account, f *form, in media.Inputs, file io.Reader, pre *prelude) *apiError {
+	pre.end() // the spool's own guard takes over
 	res, ae := h.reserveSpool(r, acct)
 	if ae != nil {
 		return ae
@@ -202,6 +215,9 @@ type metaUpload struct {
 	// finish, if set, runs when the file's bytes have been read, before
 	// the multipart body to Meta is closed; its error cancels the upload.
 	finish func() error
+	// prelude is the guard of the reads before the transfer, ended when
+	// the transfer's own guard takes over.
+	prelude *prelude
 }
 
 // sendToMeta streams u to Meta and writes the answer. A file whose length
@@ -217,7 +233,9 @@ func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Accou
 	case u.file.size == 0:
 		return errEmptyFile
 	}
-	if detected, bad := media.Contradicts(u.file.mimeType, u.head()); bad {
+	head := u.head()
+	u.prelude.end() // the first bytes are read: the transfer's guard takes over
+	if detected, bad := media.Contradicts(u.file.mimeType, head); bad {
 		msg := "The file was sent as " + u.file.mimeType + ", but its bytes are " + detected
 		if detected == "" {
 			msg = "The file was sent as " + u.file.mimeType + ", but its bytes do not begin as every " + u.file.mimeType + " file does"
