@@ -24,8 +24,11 @@ import (
 //     (429s, connections to Meta meanwhile), and another account's upload;
 //   - interference: a legitimate upload's time alone and during fast drains.
 
-// fairCounts are the sizes of the measures (-fair-conns scales the first).
+// fairCounts are the sizes of the measures.
 type fairCounts struct{ trickling, slowUploads, fastDrains int }
+
+// fairSizes are the (smaller with -smoke).
+var fairSizes = fairCounts{trickling: 1500, slowUploads: 300, fastDrains: 20}
 
 func fair(fresh func(string, ...string) ([]contender, error), metaConns *atomic.Int64, emu *metaemu.Server, n fairCounts) error {
 	cs, err := fresh("fair", "gateway")

@@ -85,10 +85,12 @@ func main() {
 	}
 	sizes, conc := parseSizes(*sizesFlag), parseInts(*concFlag)
 	rpsFor := 3 * time.Second
+	ops := strings.Split(*opsFlag, ",")
 	if *smoke {
 		sizes, conc, *runs, rpsFor = []int64{64 << 10}, []int{1, 2}, 1, 500*time.Millisecond
+		ops, fairSizes = append(ops, "fair"), fairCounts{trickling: 50, slowUploads: 80, fastDrains: 3}
 	}
-	if err := run(strings.Split(*opsFlag, ","), sizes, conc, *runs, *each, rpsFor, *pprof, *useTLS); err != nil {
+	if err := run(ops, sizes, conc, *runs, *each, rpsFor, *pprof, *useTLS); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -308,7 +310,7 @@ func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Du
 		}
 	}
 	if slices.Contains(ops, "fair") {
-		if err := fair(fresh, &metaConns, emu, fairCounts{trickling: 1500, slowUploads: 300, fastDrains: 20}); err != nil {
+		if err := fair(fresh, &metaConns, emu, fairSizes); err != nil {
 			return err
 		}
 	}

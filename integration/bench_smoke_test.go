@@ -22,7 +22,8 @@ func TestBenchHarnessSmoke(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	for _, want := range []string{"| upload-raw |", "| upload-multipart |", "| download |", "| gateway |",
-		"| reverse_proxy |", "| direct |", "| buffered |", "1 KB uploads/s at 32-way", "server CPU", "SHA-256 on one core"} {
+		"| reverse_proxy |", "| direct |", "| buffered |", "1 KB uploads/s at 32-way", "server CPU", "SHA-256 on one core",
+		"refused uploads trickling", "slow uploads: refused 429", "fast drains"} {
 		assert.Contains(t, string(out), want)
 	}
 }
