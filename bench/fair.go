@@ -139,29 +139,30 @@ func fairShare(gw contender, addr string, metaConns *atomic.Int64, emu *metaemu.
 	}
 	time.Sleep(2 * time.Second) // all n have sent their first chunk
 	inFlight := emu.InFlight()
-	other, err := otherUpload(gw)
+	other, err := otherUpload(gw, 1<<20)
 	close(release)
 	wg.Wait()
 	fmt.Printf("| one account's %d slow uploads: refused 429 | %d (%d errors) | ≥ %d |\n", n, refused.Load(), errs.Load(), n*2/3)
 	fmt.Printf("| connections to Meta in use meanwhile | %d | ≤ 70 |\n", inFlight)
-	fmt.Printf("| another account's upload meanwhile | %s | 200 |\n", other)
+	fmt.Printf("| another account's upload meanwhile | %d | 200 |\n", other)
 	_ = metaConns
 	return err
 }
 
-// otherUpload uploads 1 MiB for the second account.
-func otherUpload(gw contender) (string, error) {
-	req, _ := http.NewRequest(http.MethodPost, gw.base+"/v2/media/upload", bytes.NewReader(fixtures.JPEG(1<<20)))
+// otherUpload uploads size bytes for the second account and returns the
+// status.
+func otherUpload(gw contender, size int) (int, error) {
+	req, _ := http.NewRequest(http.MethodPost, gw.base+"/v2/media/upload", bytes.NewReader(fixtures.JPEG(size)))
 	req.Header.Set("Authorization", "Bearer "+otherToken)
 	req.Header.Set("Content-Type", "image/jpeg")
 	req.Header.Set("X-Phone-Number-Id", phone)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return "", err
+		return 0, err
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
-	return strconv.Itoa(resp.StatusCode), nil
+	return resp.StatusCode, nil
 }
 
 // fairInterference times a 4 MiB upload alone, then during n clients that
@@ -172,18 +173,12 @@ func fairInterference(gw contender, addr string, n int) error {
 		var ds []time.Duration
 		for i := 0; i < 5; i++ {
 			start := time.Now()
-			req, _ := http.NewRequest(http.MethodPost, gw.base+"/v2/media/upload", bytes.NewReader(fixtures.JPEG(4<<20)))
-			req.Header.Set("Authorization", "Bearer "+otherToken)
-			req.Header.Set("Content-Type", "image/jpeg")
-			req.Header.Set("X-Phone-Number-Id", phone)
-			resp, err := http.DefaultClient.Do(req)
+			status, err := otherUpload(gw, 4<<20)
 			if err != nil {
 				return 0, err
 			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return 0, fmt.Errorf("interference: upload answered %d", resp.StatusCode)
+			if status != http.StatusOK {
+				return 0, fmt.Errorf("interference: upload answered %d", status)
 			}
 			ds = append(ds, time.Since(start))
 		}
