@@ -1,6 +1,7 @@
 package whatsappmedia
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/time/rate"
 )
 
 // Refusals and the unread body: the lingering close.
@@ -180,22 +182,27 @@ func (h *Handler) answerAndLinger(w http.ResponseWriter, r *http.Request, b *wat
 	}
 }
 
-// throttleDrain holds a drain that has read n bytes since start to its
-// share of drainBudget, never past end: refused bodies sent as fast as
-// clients can must not take the CPU that transfers need. One drain alone
-// reads a body of the largest size drained (max_size + 16 MiB, 116 MiB by
-// default) in under 2 s; many at once share the budget, and those that
-// cannot finish within the 30 s bound are broken off.
-func throttleDrain(n int64, start, end time.Time) {
-	rate := float64(drainBudget) / float64(max(draining.Load(), 1))
-	ahead := time.Duration(float64(n)/rate*float64(time.Second)) - time.Since(start)
-	if ahead <= 0 {
-		return
+// drainLimiter is the drains' budget, shared by those that read: refused
+// bodies sent as fast as clients can must not take the CPU that
+// transfers need. A drain alone reads a body of the largest size drained
+// (max_size + 16 MiB, 116 MiB by default) in under 2 s; many fast ones
+// share the budget, and those that cannot finish within the 30 s bound
+// are broken off. Idle drains take none of it.
+var drainLimiter = rate.NewLimiter(rate.Limit(drainBudget), copyBufferSize)
+
+// drainRead reads once into the small buffer, or, when the client is
+// sending fast (the last read filled its buffer), into a copy buffer
+// taken for this read only: an idle drain holds 4 KiB, a fast one costs a
+// read per 64 KiB rather than per 4 KiB.
+func drainRead(b *watchedBody, small *[drainBufferSize]byte, fast bool, limit int64) int {
+	buf := small[:]
+	if fast {
+		bp := bufPool.Get().(*[]byte)
+		defer bufPool.Put(bp)
+		buf = *bp
 	}
-	if left := time.Until(end); ahead > left {
-		ahead = left
-	}
-	time.Sleep(ahead)
+	n, _ := b.Read(buf[:min(int64(len(buf)), limit-b.n+1)])
+	return n
 }
 
 // unwanted ends all reading of a request body that will not be drained:
@@ -221,7 +228,9 @@ func (h *Handler) drain(rc *http.ResponseController, b *watchedBody) {
 	// costs a read syscall per 64 KiB rather than per 4 KiB.
 	small := drainBufs.Get().(*[drainBufferSize]byte)
 	defer drainBufs.Put(small)
-	buf := small[:]
+	budget, cancel := context.WithDeadline(context.Background(), end)
+	defer cancel()
+	full := false // the last read filled its buffer: the client is sending fast
 	for b.err == nil && b.n <= limit {
 		deadline := time.Now().Add(h.lingerIdle())
 		if deadline.After(end) {
@@ -230,13 +239,11 @@ func (h *Handler) drain(rc *http.ResponseController, b *watchedBody) {
 		if rc.SetReadDeadline(deadline) != nil {
 			return // not a connection of net/http's (a test's recorder): nothing to protect
 		}
-		n, _ := b.Read(buf[:min(int64(len(buf)), limit-b.n+1)])
-		if n == len(small) && len(buf) == len(small) {
-			bp := bufPool.Get().(*[]byte)
-			defer bufPool.Put(bp)
-			buf = *bp
+		n := drainRead(b, small, full, limit)
+		full = n == len(small) || n == copyBufferSize
+		if n > 0 && drainLimiter.WaitN(budget, n) != nil {
+			break // its share of the budget would take it past the 30 s bound
 		}
-		throttleDrain(b.n-from, start, end)
 	}
 	_ = rc.SetReadDeadline(time.Time{})
 	metrics.drained.Add(float64(b.n - from))

@@ -328,6 +328,9 @@ func (h *Handler) Validate() error {
 	if err := h.validateTransfers(); err != nil {
 		return err
 	}
+	if h.MaxDraining < 0 {
+		return fmt.Errorf("max_draining must be positive: %d", h.MaxDraining)
+	}
 	if h.SpoolBudget < h.MaxSize {
 		return fmt.Errorf("spool_budget (%d) must be at least max_size (%d): an upload spooled at max_size could never fit", h.SpoolBudget, h.MaxSize)
 	}
@@ -396,11 +399,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	defer tally.done()
 	body := watchBody(r)
 	if ae := h.serveRoute(tally.w, r, route, mediaID); ae != nil {
-		if r.Context().Err() != nil && ae != errClientStalled {
+		if r.Context().Err() != nil && ae.Code != codeMetaAPIError && ae.Code != codeRequestTimeout && ae.Code != codeUpstreamTimeout {
 			// The client went away: a failure after it (Meta's request
 			// cancelled with it, a body cut short) is neither Meta's nor
-			// the gateway's. A client cut off by the stall guard (which
-			// makes net/http cancel the context too) keeps its 408.
+			// the gateway's. Net/http also cancels the context when the
+			// gateway itself moved a read deadline: Meta's own refusal,
+			// and a stall guard's verdict, keep their answer.
 			ae = errClientClosed.withCause(ae)
 		}
 		tally.code = ae.Code

@@ -66,29 +66,50 @@ func (p progressReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// prelude is the stall guard of an upload's reads before its transfer
-// begins: part headers and fields, the first bytes read to tell the
-// file's type. A client that sends nothing for stall_timeout there is cut
-// off (408) like one that stalls mid-transfer. It watches the body as the
-// handler got it (HTTP/1.x); once the transfer's own guard (or the
-// spool's) takes over, it ends.
+// prelude is the stall guard of an upload's reads before its transfer to
+// Meta begins: part headers and fields, the first bytes read to tell the
+// file's type, a spooled file and the rest of its form. A client that
+// sends nothing for stall_timeout there is cut off (408) like one that
+// stalls mid-transfer. Once the transfer's own guard takes over, it ends.
 type prelude struct {
-	body  *watchedBody
-	guard *stallGuard
-	ended bool
+	setGuard func(*stallGuard) // on the body the handler reads
+	guard    *stallGuard
+	ended    bool
 }
 
-// startPrelude guards r's body until end; nil when the body is not one
-// the handler watches (HTTP/2 and HTTP/3, or no body).
+// guardedBody is a request body whose reads a prelude hears of, for
+// requests the lingering close does not watch (HTTP/2 and HTTP/3).
+type guardedBody struct {
+	io.ReadCloser
+	guard *stallGuard
+}
+
+func (g *guardedBody) Read(p []byte) (int, error) {
+	n, err := g.ReadCloser.Read(p)
+	if n > 0 && g.guard != nil {
+		g.guard.progress()
+	}
+	return n, err
+}
+
+// startPrelude guards r's body until end, whatever the protocol; nil for a
+// request without a body.
 func (h *Handler) startPrelude(w http.ResponseWriter, r *http.Request) *prelude {
-	b, ok := r.Body.(*watchedBody)
-	if !ok {
+	if r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	p := &prelude{body: b, guard: newStallGuard(time.Duration(h.StallTimeout), func() {
+	p := &prelude{guard: newStallGuard(time.Duration(h.StallTimeout), func() {
 		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 	})}
-	b.guard = p.guard
+	switch b := r.Body.(type) {
+	case *watchedBody: // HTTP/1.x
+		p.setGuard = func(g *stallGuard) { b.guard = g }
+	default:
+		gb := &guardedBody{ReadCloser: r.Body}
+		r.Body = gb
+		p.setGuard = func(g *stallGuard) { gb.guard = g }
+	}
+	p.setGuard(p.guard)
 	return p
 }
 
@@ -100,7 +121,7 @@ func (p *prelude) end() {
 	}
 	p.ended = true
 	p.guard.stop()
-	p.body.guard = nil
+	p.setGuard(nil)
 }
 
 // stalled reports whether the guard cut the client off.

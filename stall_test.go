@@ -3,6 +3,7 @@ package whatsappmedia
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -216,4 +217,42 @@ func TestUploadPreludeStalls(t *testing.T) {
 			assert.Empty(t, e.emu.Requests(), "Meta was asked")
 		})
 	}
+}
+
+// TestUploadPreludeCoversTheSpool: a spooled upload whose client stops
+// after the file, in the rest of the form, is cut off too.
+func TestUploadPreludeCoversTheSpool(t *testing.T) {
+	e := newEnv(t, shortStall)
+	form, ct := buildForm(t, filePart("a.jpg", "image/jpeg", fixtures.JPEG(10_000)), field("phoneNumberId", phoneA))
+	cut := bytes.Index(form.Bytes(), []byte("phoneNumberId")) // the file is sent, the field's headers are not
+	require.Positive(t, cut)
+	conn := dialRaw(t, e)
+	_, err := conn.Write(append([]byte("POST /v2/media/upload HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer "+tokPremium+
+		"\r\nContent-Type: "+ct+"\r\nContent-Length: "+strconv.Itoa(form.Len())+"\r\n\r\n"), form.Bytes()[:cut]...))
+	require.NoError(t, err)
+	_, a := conn.answer(t)
+	assert.Equal(t, 408, a.Status, a.Raw)
+	assert.Empty(t, e.emu.Requests())
+	require.Eventually(t, func() bool { return spoolUsed(e) == 0 }, 5*time.Second, 5*time.Millisecond, "the reservation was kept")
+}
+
+// TestMetaRefusalToAPausedClient: Meta refuses mid-upload while the client
+// has paused past the idle bound: the client hears Meta's refusal, not a
+// 499 (the gateway moving the read deadline cancels the context too).
+func TestMetaRefusalToAPausedClient(t *testing.T) {
+	// stall_timeout 10 s: the idle bound (5 s) ends the wait for the
+	// paused client's read before the stall guard would.
+	e := newEnv(t, func(h *Handler) { h.StallTimeout = caddy.Duration(10 * time.Second) })
+	e.emu.Inject(metaemu.Fault{Route: "upload", Kind: metaemu.Answer, Status: 400, ContentType: "application/json",
+		Body: []byte(`{"error":{"message":"(#100) Invalid parameter","type":"OAuthException","code":100}}`)})
+	body := fixtures.JPEG(256 << 10)
+	conn := dialRaw(t, e)
+	_, err := fmt.Fprintf(conn, "POST /v2/media/upload HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: image/jpeg\r\nX-Phone-Number-Id: %s\r\nContent-Length: %d\r\n\r\n", tokPremium, phoneA, len(body))
+	require.NoError(t, err)
+	_, err = conn.Write(body[:64<<10]) // then a pause
+	require.NoError(t, err)
+	_, a := conn.answer(t)
+	assert.Equal(t, 400, a.Status, a.Raw)
+	assert.Equal(t, codeMetaAPIError, a.Error)
 }

@@ -172,7 +172,9 @@ func (h *Handler) uploadMultipart(w http.ResponseWriter, r *http.Request, acct *
 // the form (for phoneNumberId, or a type field): the file goes to a
 // temporary file on disk, never to memory, and from there to Meta.
 func (h *Handler) uploadSpooled(w http.ResponseWriter, r *http.Request, acct *Account, f *form, in media.Inputs, file io.Reader, pre *prelude) *apiError {
-	pre.end() // the spool's own guard takes over
+	// The prelude's guard stays on through the spool (which has its own,
+	// on the same client reads) and the rest of the form, until the
+	// transfer to Meta begins.
 	res, ae := h.reserveSpool(r, acct)
 	if ae != nil {
 		return ae
@@ -200,7 +202,7 @@ func (h *Handler) uploadSpooled(w http.ResponseWriter, r *http.Request, acct *Ac
 	if _, err := spool.f.Seek(0, io.SeekStart); err != nil {
 		return errInternal.withCause(err)
 	}
-	return h.sendToMeta(w, r, acct, metaUpload{phone: f.phone, head: spool.head, file: metaFile{
+	return h.sendToMeta(w, r, acct, metaUpload{phone: f.phone, head: spool.head, prelude: pre, file: metaFile{
 		mimeType: mimeType, filename: in.Filename, body: spool.f, size: size,
 	}})
 }

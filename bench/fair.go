@@ -30,7 +30,7 @@ type fairCounts struct{ trickling, slowUploads, fastDrains int }
 // fairSizes are the (smaller with -smoke).
 var fairSizes = fairCounts{trickling: 1500, slowUploads: 300, fastDrains: 20}
 
-func fair(fresh func(string, ...string) ([]contender, error), metaConns *atomic.Int64, emu *metaemu.Server, n fairCounts) error {
+func fair(fresh func(string, ...string) ([]contender, error), metaOpen func() int64, emu *metaemu.Server, n fairCounts) error {
 	cs, err := fresh("fair", "gateway")
 	if err != nil {
 		return err
@@ -41,7 +41,7 @@ func fair(fresh func(string, ...string) ([]contender, error), metaConns *atomic.
 	if err := fairDrains(gw, addr, n.trickling); err != nil {
 		return err
 	}
-	if err := fairShare(gw, addr, metaConns, emu, n.slowUploads); err != nil {
+	if err := fairShare(gw, addr, metaOpen, emu, n.slowUploads); err != nil {
 		return err
 	}
 	return fairInterference(gw, addr, n.fastDrains)
@@ -89,16 +89,16 @@ func fairDrains(gw contender, addr string, n int) error {
 		}
 	}
 	after := procField(gw.pid, "VmRSS:")
-	perConn := float64(after-before) / float64(n)
-	fmt.Printf("| %d refused uploads trickling: gateway memory a connection | %.1f KiB (RSS %d → %d MiB), %d/%d answered | ≤ 32 KiB, every one answered |\n",
-		n, perConn, before>>10, after>>10, answered, n)
+	held := min(n, 1024) // max_draining's default: the rest closed without a drain
+	fmt.Printf("| %d refused uploads trickling: gateway memory a connection | %.1f KiB a refused upload, %.1f KiB a drain held (%d held; RSS %d → %d MiB), %d/%d answered | ≤ 32 KiB, every one answered |\n",
+		n, float64(after-before)/float64(n), float64(after-before)/float64(held), held, before>>10, after>>10, answered, n)
 	return nil
 }
 
 // fairShare sends n slow uploads for one account at once, each a first
 // chunk then a pause, and counts the 429s and Meta's connections while
 // they are held; another account uploads meanwhile.
-func fairShare(gw contender, addr string, metaConns *atomic.Int64, emu *metaemu.Server, n int) error {
+func fairShare(gw contender, addr string, metaOpen func() int64, emu *metaemu.Server, n int) error {
 	var refused, errs atomic.Int64
 	var wg sync.WaitGroup
 	release := make(chan struct{})
@@ -138,14 +138,13 @@ func fairShare(gw contender, addr string, metaConns *atomic.Int64, emu *metaemu.
 		})
 	}
 	time.Sleep(2 * time.Second) // all n have sent their first chunk
-	inFlight := emu.InFlight()
+	inFlight, open := emu.InFlight(), metaOpen()
 	other, err := otherUpload(gw, 1<<20)
 	close(release)
 	wg.Wait()
 	fmt.Printf("| one account's %d slow uploads: refused 429 | %d (%d errors) | ≥ %d |\n", n, refused.Load(), errs.Load(), n*2/3)
-	fmt.Printf("| connections to Meta in use meanwhile | %d | ≤ 70 |\n", inFlight)
+	fmt.Printf("| connections to Meta open meanwhile (requests in flight) | %d (%d) | ≤ 70 |\n", open, inFlight)
 	fmt.Printf("| another account's upload meanwhile | %d | 200 |\n", other)
-	_ = metaConns
 	return err
 }
 

@@ -124,12 +124,16 @@ func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Du
 	if err := os.MkdirAll(filepath.Join(dir, "media"), 0o700); err != nil {
 		return err
 	}
-	// Every connection made to the emulator (Meta) is counted.
-	var metaConns atomic.Int64
+	// Every connection made to the emulator (Meta) is counted, and those
+	// open.
+	var metaConns, metaClosed atomic.Int64
 	emuSrv := httptest.NewUnstartedServer(emu)
 	emuSrv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
+		switch s {
+		case http.StateNew:
 			metaConns.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			metaClosed.Add(1)
 		}
 	}
 	transport := &http.Transport{MaxIdleConnsPerHost: 128, DisableCompression: true}
@@ -310,7 +314,8 @@ func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Du
 		}
 	}
 	if slices.Contains(ops, "fair") {
-		if err := fair(fresh, &metaConns, emu, fairSizes); err != nil {
+		metaOpen := func() int64 { return metaConns.Load() - metaClosed.Load() }
+		if err := fair(fresh, metaOpen, emu, fairSizes); err != nil {
 			return err
 		}
 	}

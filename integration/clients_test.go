@@ -349,9 +349,9 @@ func TestClientsHearEveryRefusal(t *testing.T) {
 	}
 }
 
-// TestRefusalConnectionReuse: a refused body drained to its end leaves
-// the connection open for the next request; a body declared beyond the
-// lingering bound is not read at all.
+// TestRefusalConnectionReuse: a refused body drained to its end closes the
+// connection after its answer; a body declared beyond the lingering bound
+// is not read at all.
 func TestRefusalConnectionReuse(t *testing.T) {
 	skipShort(t)
 	p := matrixGateway(t)

@@ -104,6 +104,8 @@ var textRefused = []string{
 	"application/zip", "application/gzip", "application/x-gzip", "application/x-7z-compressed",
 	"application/x-rar-compressed", "application/x-tar", "application/x-bzip2", "application/x-xz",
 	"application/zstd", "text/html", "image/svg+xml", "text/xml", "application/xml", "application/xhtml+xml",
+	"text/x-shellscript", "text/x-python", "text/x-python3", "text/x-php", "text/x-perl", "text/x-lua",
+	"text/x-tcl", "text/javascript", "application/javascript", "application/x-ole-storage", "application/x-ms-installer",
 }
 
 // Contradicts reports whether a file's first bytes are positive evidence

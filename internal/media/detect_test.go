@@ -156,8 +156,10 @@ func TestContradicts(t *testing.T) {
 	}
 	for name, head := range map[string][]byte{
 		"an executable": exe(), "a ZIP": fixtures.Sample("application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
-		"HTML": []byte("<!DOCTYPE html><html><body><script>alert(1)</script></body></html>"),
-		"SVG":  []byte(`<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>`),
+		"HTML":           []byte("<!DOCTYPE html><html><body><script>alert(1)</script></body></html>"),
+		"SVG":            []byte(`<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>`),
+		"a shell script": []byte("#!/bin/sh\nrm -rf /tmp/x\n"), "a Python script": []byte("#!/usr/bin/env python\nprint(1)\n"),
+		"PHP": []byte("<?php echo 1; ?>\n"), "an OLE file (.doc, .msi)": fixtures.Sample("application/msword"),
 	} {
 		_, bad := Contradicts("text/plain", head)
 		assert.True(t, bad, "%s sent as text/plain", name)
