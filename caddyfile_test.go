@@ -36,6 +36,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		media_cache_entries 500
 		max_transfers_per_account 8
 		max_transfers    100
+		max_draining     50
+		spool_share      256MiB
+		spool_min_rate   8KiB
 		accounts static {
 			account acme {
 				token_sha256  ` + fixtures.SHA256Hex([]byte("t")) + `
@@ -69,6 +72,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	assert.Equal(t, 500, h.MediaCacheEntries)
 	assert.Equal(t, 8, h.MaxTransfersPerAccount)
 	assert.Equal(t, 100, h.MaxTransfers)
+	assert.Equal(t, 50, h.MaxDraining)
+	assert.Equal(t, int64(256<<20), h.SpoolShare)
+	assert.Equal(t, int64(8<<10), h.SpoolMinRate)
 
 	off := caddyfile.NewTestDispenser(`whatsapp_media {
 		media_cache_ttl 0
@@ -108,6 +114,9 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		"negative media_cache_ttl":  {`whatsapp_media { media_cache_ttl -1m }`, "media_cache_ttl must be a duration"},
 		"bad media_cache_entries":   {`whatsapp_media { media_cache_entries lots }`, "media_cache_entries must be a positive number"},
 		"bad max_transfers":         {`whatsapp_media { max_transfers 0 }`, "max_transfers must be a positive number"},
+		"bad max_draining":          {`whatsapp_media { max_draining -1 }`, "max_draining must be a positive number"},
+		"bad spool_share":           {`whatsapp_media { spool_share half }`, "spool_share must be a size"},
+		"bad spool_min_rate":        {`whatsapp_media { spool_min_rate slow }`, "spool_min_rate must be a size"},
 		"ceilings with an argument": {`whatsapp_media { disable_type_ceilings yes }`, "wrong argument count"},
 		"bad path_prefix":           {`whatsapp_media { path_prefix v2/media }`, "path_prefix must start with '/'"},
 		"bad dial_timeout":          {`whatsapp_media { dial_timeout soon }`, "dial_timeout must be a positive duration"},

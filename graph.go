@@ -302,20 +302,12 @@ func (g *graphClient) fetchMedia(ctx context.Context, metaToken string, info *me
 			return nil, errRangeNotSatisfiable
 		case http.StatusTooManyRequests:
 			defer drainClose(resp)
-			return nil, cdnRateLimited(resp)
+			return nil, upstreamAnswerError(resp) // 429 with Retry-After, Meta's JSON or not
 		default:
 			drainClose(resp)
 			return nil, errCDNRefused.withCause(fmt.Errorf("cdn answered %d", resp.StatusCode))
 		}
 	}
-}
-
-// cdnRateLimited answers the CDN's 429: 429 with a Retry-After, and its
-// body in details when it is Meta's JSON error.
-func cdnRateLimited(resp *http.Response) *apiError {
-	ae := upstreamAnswerError(resp) // 429 with Retry-After, Meta's JSON or not
-	ae.Status = http.StatusTooManyRequests
-	return ae
 }
 
 // checkCDNFraming refuses a 206 for another range than the one asked,
@@ -398,46 +390,44 @@ func upstreamAnswerError(resp *http.Response) *apiError {
 	if err != nil {
 		return classifyTransportError(err)
 	}
-	cause := fmt.Errorf("meta answered status %d", resp.StatusCode)
-	if len(body) > maxMetaAnswer {
-		return errUpstreamBadAnswer.withCause(cause)
+	ae := metaAnswer(resp.StatusCode, body)
+	// A rate limit, or a Meta that is unavailable, says when to come back.
+	if ae.Status == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		ae.Header = http.Header{"Retry-After": {retryAfter(resp.Header)}}
 	}
+	return ae
+}
+
+// metaAnswer is the envelope of Meta's non-2xx answer of status with body.
+func metaAnswer(status int, body []byte) *apiError {
+	cause := fmt.Errorf("meta answered status %d", status)
 	var env struct {
 		Error *graphError `json:"error"`
 	}
-	if json.Unmarshal(body, &env) != nil || env.Error == nil {
-		switch resp.StatusCode {
-		case http.StatusTooManyRequests:
-			return &apiError{Status: http.StatusTooManyRequests, Code: codeMetaAPIError,
-				Message: "The WhatsApp API is limiting requests; try again later",
-				Header:  http.Header{"Retry-After": {retryAfter(resp.Header)}}, cause: cause}
-		case http.StatusServiceUnavailable:
-			ae := errUpstreamBadAnswer.withCause(cause)
-			ae.Header = http.Header{"Retry-After": {retryAfter(resp.Header)}}
-			return ae
-		}
+	switch {
+	case len(body) <= maxMetaAnswer && json.Unmarshal(body, &env) == nil && env.Error != nil:
+	case status == http.StatusTooManyRequests:
+		return &apiError{Status: status, Code: codeMetaAPIError,
+			Message: "The WhatsApp API is limiting requests; try again later", cause: cause}
+	default:
 		return errUpstreamBadAnswer.withCause(cause)
 	}
-	status := resp.StatusCode
-	if status < 400 || status > 499 {
-		status = http.StatusBadGateway
+	answer := status
+	if answer < 400 || answer > 499 {
+		answer = http.StatusBadGateway
 	}
 	if rateLimitCodes[env.Error.Code] {
-		status = http.StatusTooManyRequests
+		answer = http.StatusTooManyRequests
 	}
 	msg := env.Error.Message
 	if msg == "" {
 		msg = "The WhatsApp API refused the request"
 	}
-	ae := &apiError{
-		Status: status, Code: codeMetaAPIError, Message: msg,
+	return &apiError{
+		Status: answer, Code: codeMetaAPIError, Message: msg,
 		Details: json.RawMessage(body),
-		cause:   &metaRefusal{status: resp.StatusCode, meta: *env.Error},
+		cause:   &metaRefusal{status: status, meta: *env.Error},
 	}
-	if status == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-		ae.Header = http.Header{"Retry-After": {retryAfter(resp.Header)}}
-	}
-	return ae
 }
 
 // rateLimitCodes are Graph's error codes for a rate limit (docs/meta.md):

@@ -242,12 +242,7 @@ func TestSpoolMinRate(t *testing.T) {
 	assert.Zero(t, spoolUsed(e))
 }
 
-func spoolUsed(e *env) int64 {
-	u := e.h.spoolUsage
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.used
-}
+func spoolUsed(e *env) int64 { return e.h.spoolUsage.inUse() }
 
 func TestNearMissRoutes(t *testing.T) {
 	e := newEnv(t)

@@ -32,10 +32,10 @@ import (
 // nginx's lingering_close, within bounds: at most max_size + 16 MiB read
 // in all, at most 30 s, and no more than min(stall_timeout, 5s) without a
 // byte, through a small buffer, at most max_draining at once. Every
-// drained answer has Connection: close. A client that sent Expect: 100-continue and was never told to
-// go on gets Connection: close with its answer, and what it sends after
-// (having given up waiting) is drained the same way. It closes, without
-// reading, when
+// drained answer has Connection: close, so a client that sent Expect:
+// 100-continue and was never told to go on gets it too, and what it sends
+// after (having given up waiting) is drained the same way. It closes,
+// without reading, when
 //   - the declared Content-Length is beyond the bound: such a client may
 //     still see a reset while it writes;
 //   - a read of the body already failed (the stall guard moved the read
@@ -53,7 +53,7 @@ const (
 	DefaultMaxDraining = 1024
 	drainBufferSize    = 4 << 10
 	// drainBudget is the most bytes a second that all drains together
-	// read (each its share: drainBudget / drains in progress).
+	// read (drainLimiter).
 	drainBudget = 64 << 20
 )
 

@@ -126,7 +126,8 @@ type Handler struct {
 	// StallTimeout aborts a transfer, both ways, when no byte moved in
 	// either direction for that long: a client that stops sending or
 	// reading (an upload's client also before its transfer begins, in the
-	// form's part headers or the first bytes that tell the type), Meta that stops taking an upload's bytes, a CDN that stops
+	// form's part headers or the first bytes that tell the type), Meta
+	// that stops taking an upload's bytes, a CDN that stops
 	// sending. A stalled upload is answered 408 REQUEST_TIMEOUT (the
 	// client) or 504 UPSTREAM_TIMEOUT (Meta); a stalled download is broken
 	// off. A download's client is seen to move each time it has taken a

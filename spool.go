@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -37,10 +36,8 @@ var spoolPool = caddy.NewUsagePool()
 // spoolUsage counts the bytes reserved by uploads spooling to one
 // directory, in all and by account.
 type spoolUsage struct {
-	dir       string
-	mu        sync.Mutex
-	used      int64
-	byAccount map[string]int64
+	dir string
+	shares
 }
 
 func (*spoolUsage) Destruct() error { return nil }
@@ -49,33 +46,8 @@ func loadSpoolUsage(dir string) *spoolUsage {
 	if abs, err := filepath.Abs(dir); err == nil {
 		dir = abs
 	}
-	v, _, _ := spoolPool.LoadOrNew(dir, func() (caddy.Destructor, error) {
-		return &spoolUsage{dir: dir, byAccount: make(map[string]int64)}, nil
-	})
+	v, _, _ := spoolPool.LoadOrNew(dir, func() (caddy.Destructor, error) { return &spoolUsage{dir: dir}, nil })
 	return v.(*spoolUsage)
-}
-
-// take reserves n bytes for account, or reports false when they would
-// exceed the budget or the account's share of it.
-func (u *spoolUsage) take(account string, n, budget, share int64) bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.used+n > budget || u.byAccount[account]+n > share {
-		return false
-	}
-	u.used += n
-	u.byAccount[account] += n
-	return true
-}
-
-// give returns n bytes of account's.
-func (u *spoolUsage) give(account string, n int64) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.used -= n
-	if u.byAccount[account] -= n; u.byAccount[account] <= 0 {
-		delete(u.byAccount, account)
-	}
 }
 
 // spoolChunk is the step in which a spooling upload reserves its bytes:
@@ -99,7 +71,7 @@ func (s *spoolReservation) grow(total int64) bool {
 		return true
 	}
 	n := max(total-s.held, min(spoolChunk, s.limit-s.held))
-	if !s.u.take(s.account, n, s.budget, s.share) {
+	if s.u.take(s.account, n, s.share, s.budget) != shareTaken {
 		return false
 	}
 	s.held += n
@@ -122,7 +94,7 @@ func (h *Handler) reserveSpool(r *http.Request, acct *Account) (*spoolReservatio
 		res.limit = r.ContentLength
 	}
 	first := min(int64(spoolChunk), res.limit)
-	if !res.u.take(res.account, first, res.budget, res.share) {
+	if res.u.take(res.account, first, res.share, res.budget) != shareTaken {
 		metrics.spoolFull.Inc()
 		return nil, errSpoolFull
 	}

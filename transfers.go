@@ -29,17 +29,13 @@ const transferPoolKey = "transfers"
 // transferCounts counts the media requests being served, in all and by
 // account, so that no account, and no crowd of them, takes every
 // connection to Meta.
-type transferCounts struct {
-	mu         sync.Mutex
-	total      int
-	perAccount map[string]int
-}
+type transferCounts struct{ shares }
 
 func (*transferCounts) Destruct() error { return nil }
 
 func loadTransferCounts() *transferCounts {
 	v, _, _ := transferPool.LoadOrNew(transferPoolKey, func() (caddy.Destructor, error) {
-		return &transferCounts{perAccount: make(map[string]int)}, nil
+		return new(transferCounts), nil
 	})
 	return v.(*transferCounts)
 }
@@ -48,35 +44,15 @@ func loadTransferCounts() *transferCounts {
 // answer when the account already has perAccount transfers, or all
 // accounts together total.
 func (c *transferCounts) acquire(account string, perAccount, total int) (func(), *apiError) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch {
-	case c.perAccount[account] >= perAccount:
+	switch c.take(account, 1, int64(perAccount), int64(total)) {
+	case shareAccountFull:
 		return nil, tooManyTransfers("Too many transfers in progress for this account (at most " +
 			strconv.Itoa(perAccount) + " at once); retry when one has finished")
-	case c.total >= total:
+	case shareAllFull:
 		return nil, tooManyTransfers("The gateway is serving as many transfers as it may; retry shortly")
 	}
-	c.total++
-	c.perAccount[account]++
 	var once sync.Once
-	return func() {
-		once.Do(func() {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			c.total--
-			if c.perAccount[account]--; c.perAccount[account] <= 0 {
-				delete(c.perAccount, account)
-			}
-		})
-	}, nil
-}
-
-// inProgress is the number of transfers in progress.
-func (c *transferCounts) inProgress() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.total
+	return func() { once.Do(func() { c.give(account, 1) }) }, nil
 }
 
 func tooManyTransfers(message string) *apiError {

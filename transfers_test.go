@@ -15,7 +15,7 @@ import (
 )
 
 func TestTransferCounts(t *testing.T) {
-	c := &transferCounts{perAccount: map[string]int{}}
+	c := new(transferCounts)
 	a1, ae := c.acquire("a", 2, 3)
 	require.Nil(t, ae)
 	_, ae = c.acquire("a", 2, 3)
@@ -33,7 +33,7 @@ func TestTransferCounts(t *testing.T) {
 	a1() // a release is once
 	_, ae = c.acquire("c", 2, 3)
 	assert.Nil(t, ae)
-	assert.Equal(t, 3, c.inProgress())
+	assert.Equal(t, int64(3), c.inUse())
 }
 
 // TestTransferShares: an account with max_transfers_per_account transfers
@@ -67,7 +67,7 @@ func TestTransferShares(t *testing.T) {
 	cancel()
 	<-done
 	<-done
-	require.Eventually(t, func() bool { return e.h.transfers.inProgress() == 0 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return e.h.transfers.inUse() == 0 }, 5*time.Second, 5*time.Millisecond)
 	a = e.do(mustReq(t, http.MethodGet, e.url("/v2/media/"+id+"/download"), tokPremium))
 	assert.Equal(t, 200, a.Status, "the share came back")
 }
