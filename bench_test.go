@@ -1,10 +1,13 @@
 package whatsappmedia
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"net/textproto"
 	"net/url"
 	"os"
 	"runtime"
@@ -17,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/stretchr/testify/require"
 
+	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
 	"github.com/avenping/caddy-whatsapp-media/internal/metaemu"
 )
 
@@ -352,4 +356,72 @@ func syscallCounts() (writes, reads int64) {
 		}
 	}
 	return writes, reads
+}
+
+// videoUploadOnce uploads video as a raw body (with its length) or a
+// curl-shaped form (without), and checks the answer.
+func videoUploadOnce(tb testing.TB, e *env, mode string, video []byte) {
+	var req *http.Request
+	if mode == "raw" {
+		req = e.rawUpload(tokPremium, bytes.NewReader(video), map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "video/mp4"})
+	} else {
+		pr, pw := io.Pipe()
+		mw := multipart.NewWriter(pw)
+		go func() {
+			_ = mw.WriteField("phoneNumberId", phoneA)
+			fw, _ := mw.CreatePart(textproto.MIMEHeader{"Content-Disposition": {`form-data; name="file"; filename="clip.mp4"`},
+				"Content-Type": {"video/mp4"}})
+			_, _ = fw.Write(video)
+			pw.CloseWithError(mw.Close())
+		}()
+		req = e.rawUpload(tokPremium, pr, map[string]string{"Content-Type": mw.FormDataContentType()})
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(tb, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	require.Equal(tb, 200, resp.StatusCode)
+}
+
+// BenchmarkUploadVideo measures whole uploads of an H.264 video whose
+// moov comes last, with format_checks on and off: the probe's share of an
+// upload, and B/op and allocs/op alike at 1 MB and 16 MB. The server CPU
+// of the built gateway is measured by go run ./bench -ops probe.
+//
+//	go test -run '^$' -bench BenchmarkUploadVideo -benchmem .
+func BenchmarkUploadVideo(b *testing.B) {
+	for _, n := range []int{1_000_000, 16_000_000} {
+		video, err := fixtures.Video(n)
+		require.NoError(b, err)
+		for _, checks := range []bool{true, false} {
+			for _, mode := range []string{"raw", "multipart"} {
+				name := fmt.Sprintf("%dMB-%s-checks-%v", n/1_000_000, mode, map[bool]string{true: "on", false: "off"}[checks])
+				b.Run(name, func(b *testing.B) {
+					e := newEnvWith(b, metaemu.Config{Tokens: map[string][]string{metaToken: {phoneA}}, DiscardUploads: true},
+						func(h *Handler) { h.FormatChecks = &checks })
+					measure(b, int64(n), func() { videoUploadOnce(b, e, mode, video) })
+				})
+			}
+		}
+	}
+}
+
+// TestFormatChecksAllocationsIndependentOfSize: with the probe on, a 16 MB
+// video upload allocates no more than a 1 MB one (the probe's state is
+// fixed; it is written the bytes the transport reads, never copies them).
+func TestFormatChecksAllocationsIndependentOfSize(t *testing.T) {
+	if testing.Short() {
+		t.Skip("moves 100 MB")
+	}
+	e := newEnvWith(t, metaemu.Config{Tokens: map[string][]string{metaToken: {phoneA}}, Discard: true})
+	for _, mode := range []string{"raw", "multipart"} {
+		small, err := fixtures.Video(1_000_000)
+		require.NoError(t, err)
+		large, err := fixtures.Video(16_000_000)
+		require.NoError(t, err)
+		s := allocatedPerRun(func() { videoUploadOnce(t, e, mode, small) })
+		l := allocatedPerRun(func() { videoUploadOnce(t, e, mode, large) })
+		t.Logf("%s: %d bytes allocated per 1 MB video upload, %d per 16 MB", mode, s, l)
+		require.Less(t, l, 2*s+(1<<20), "%s video upload allocations grow with the file size", mode)
+	}
 }

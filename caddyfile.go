@@ -35,6 +35,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    graph_version  <version>       # default v23.0
 //	    max_size       <size>          # default 100MiB
 //	    disable_type_ceilings          # default: Meta's per-type ceilings enforced
+//	    format_checks  on|off          # default on: WhatsApp's delivery rules checked
 //	    allowed_plans  <plan...>       # default premium enterprise
 //	    spool_dir      <directory>     # default: the system's temp directory
 //	    spool_budget   <size>          # default 2GiB
@@ -74,6 +75,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = parseSizeArg(d, &h.MaxSize)
 		case "disable_type_ceilings":
 			err = parseFlag(d, &h.DisableTypeCeilings)
+		case "format_checks":
+			err = parseOnOff(d, &h.FormatChecks)
 		case "allowed_plans":
 			err = parseListArg(d, &h.AllowedPlans)
 		case "spool_dir":
@@ -176,6 +179,27 @@ func parseFlag(d *caddyfile.Dispenser, dst *bool) error {
 		return d.ArgErr()
 	}
 	*dst = true
+	return nil
+}
+
+// parseOnOff parses a switch's one argument, on or off.
+func parseOnOff(d *caddyfile.Dispenser, dst **bool) error {
+	opt := d.Val()
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	var on bool
+	switch d.Val() {
+	case "on":
+		on = true
+	case "off":
+	default:
+		return d.Errf("%s must be on or off, not '%s'", opt, d.Val())
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = &on
 	return nil
 }
 

@@ -28,6 +28,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		spool_dir        /var/tmp
 		spool_budget     512MiB
 		disable_type_ceilings
+		format_checks    off
 		dial_timeout     2s
 		response_timeout 90s
 		stall_timeout    45s
@@ -63,6 +64,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	assert.Equal(t, "/var/tmp", h.SpoolDir)
 	assert.Equal(t, int64(512<<20), h.SpoolBudget)
 	assert.True(t, h.DisableTypeCeilings)
+	require.NotNil(t, h.FormatChecks)
+	assert.False(t, *h.FormatChecks)
 	assert.Equal(t, caddy.Duration(2*time.Second), h.DialTimeout)
 	assert.Equal(t, caddy.Duration(90*time.Second), h.ResponseTimeout)
 	assert.Equal(t, caddy.Duration(45*time.Second), h.StallTimeout)
@@ -118,6 +121,9 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		"bad spool_share":           {`whatsapp_media { spool_share half }`, "spool_share must be a size"},
 		"bad spool_min_rate":        {`whatsapp_media { spool_min_rate slow }`, "spool_min_rate must be a size"},
 		"ceilings with an argument": {`whatsapp_media { disable_type_ceilings yes }`, "wrong argument count"},
+		"format_checks yes":         {`whatsapp_media { format_checks yes }`, "format_checks must be on or off, not 'yes'"},
+		"format_checks bare":        {`whatsapp_media { format_checks }`, "wrong argument count"},
+		"format_checks two args":    {`whatsapp_media { format_checks on off }`, "wrong argument count"},
 		"bad path_prefix":           {`whatsapp_media { path_prefix v2/media }`, "path_prefix must start with '/'"},
 		"bad dial_timeout":          {`whatsapp_media { dial_timeout soon }`, "dial_timeout must be a positive duration"},
 		"bad response_timeout":      {`whatsapp_media { response_timeout -1s }`, "response_timeout must be a positive duration"},

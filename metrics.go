@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/avenping/caddy-whatsapp-media/internal/media"
 )
 
 // metrics are the module's Prometheus collectors, named
@@ -31,6 +33,7 @@ var metrics = struct {
 	mediaCache    *prometheus.CounterVec
 	purges        *prometheus.CounterVec
 	channelUp     *prometheus.GaugeVec
+	undeliverable *prometheus.CounterVec
 
 	// Children looked up once, for the hot path.
 	cacheHit, cacheMiss           prometheus.Counter
@@ -101,13 +104,20 @@ func initMetrics() {
 			Namespace: ns, Subsystem: sub, Name: "drains_refused_total",
 			Help: "Refusals answered without draining their body (Connection: close) because max_draining drains were in progress.",
 		})
+		metrics.undeliverable = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "undeliverable_uploads_total",
+			Help: "Uploads refused with 422 MEDIA_NOT_DELIVERABLE (format_checks), by the delivery rule the file broke.",
+		}, []string{"rule"})
+		for _, r := range media.Rules {
+			metrics.undeliverable.WithLabelValues(r)
+		}
 	})
 }
 
 func allCollectors() []prometheus.Collector {
 	return []prometheus.Collector{metrics.requests, metrics.inFlight, metrics.bytes, metrics.spooled,
 		metrics.upstream, metrics.accountCache, metrics.downloadAbort, metrics.drained, metrics.draining, metrics.drainsRefused, metrics.spoolFull, metrics.mediaCache,
-		metrics.purges, metrics.channelUp}
+		metrics.purges, metrics.channelUp, metrics.undeliverable}
 }
 
 // registerMetrics registers the collectors on reg (a config's registry).

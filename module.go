@@ -83,6 +83,16 @@ type Handler struct {
 	// raises its ceilings; max_size applies either way. Default: false.
 	DisableTypeCeilings bool `json:"disable_type_ceilings,omitempty"`
 
+	// FormatChecks turns on the check of an upload's bytes, as they stream
+	// to Meta, against what WhatsApp can deliver (the README's "Delivery
+	// rules"): images 8-bit, RGB or RGBA; stickers 512×512, static at most
+	// 100 KiB and animated at most 500 KiB; audio/ogg Opus in one channel;
+	// video H.264 with at most one audio stream, AAC. A file that breaks
+	// one is answered 422 MEDIA_NOT_DELIVERABLE and never completed at
+	// Meta, which would accept it and fail its delivery later; one the
+	// check cannot read goes to Meta as before. Default: true.
+	FormatChecks *bool `json:"format_checks,omitempty"`
+
 	// SpoolDir is the directory for the temporary file that holds a
 	// multipart upload's file part while the rest of the form is read:
 	// when it comes before phoneNumberId, or when neither its headers nor
@@ -234,6 +244,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if h.MaxSize == 0 {
 		h.MaxSize = DefaultMaxSize
+	}
+	if h.FormatChecks == nil {
+		on := true
+		h.FormatChecks = &on
 	}
 	if len(h.AllowedPlans) == 0 {
 		h.AllowedPlans = DefaultAllowedPlans

@@ -226,7 +226,8 @@ type metaUpload struct {
 // is known is checked against its size limit and for emptiness first, so
 // that a raw body with a Content-Length is refused before one byte of it
 // is read; one whose length is not known is cut off the moment it crosses
-// the limit. Then its first bytes must not contradict its type.
+// the limit. Then its first bytes must not contradict its type, and its
+// bytes must keep WhatsApp's delivery rules (formats.go).
 func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Account, u metaUpload) *apiError {
 	limit, tooLarge := h.sizeLimit(u.file.mimeType)
 	switch {
@@ -244,9 +245,13 @@ func (h *Handler) sendToMeta(w http.ResponseWriter, r *http.Request, acct *Accou
 		}
 		return newError(http.StatusUnsupportedMediaType, codeUnsupportedType, msg)
 	}
+	probe, ae := h.checkFormat(u.file.mimeType, u.file.size, head)
+	if ae != nil {
+		return ae
+	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	c := h.newClientFile(w, u, limit, cancel)
+	c := h.newClientFile(w, u, limit, cancel, probe)
 	defer c.guard.stop()
 	body := u.file
 	body.body = c.body

@@ -192,7 +192,7 @@ type clientFile struct {
 	stalled atomic.Bool // the client stalled, not Meta
 }
 
-func (h *Handler) newClientFile(w http.ResponseWriter, u metaUpload, limit int64, cancel func()) *clientFile {
+func (h *Handler) newClientFile(w http.ResponseWriter, u metaUpload, limit int64, cancel func(), probe *probeReader) *clientFile {
 	c := &clientFile{body: newTransportBody()}
 	c.guard = newStallGuard(time.Duration(h.StallTimeout), func() {
 		if c.body.reading.Load() {
@@ -205,8 +205,11 @@ func (h *Handler) newClientFile(w http.ResponseWriter, u metaUpload, limit int64
 	})
 	c.file = &limitReader{r: fillReader{r: progressReader{u.file.body, c.guard}, stop: &c.body.stopping}, max: limit}
 	var src io.Reader = c.file
+	if probe != nil {
+		probe.r, src = c.file, probe
+	}
 	if u.finish != nil {
-		src = io.MultiReader(c.file, &funcReader{fn: u.finish})
+		src = io.MultiReader(src, &funcReader{fn: u.finish})
 	}
 	c.body.r, c.body.guard = src, c.guard
 	return c

@@ -23,6 +23,8 @@
 //	                               # one cell, with pprof on the Caddy contenders
 //	go run ./bench -ops download,download-cold -sizes 50KB,1MB
 //	                               # small downloads, repeat and cold
+//	go run ./bench -ops probe -runs 9
+//	                               # the delivery rules' CPU (bench/probe.go)
 //
 // download repeats the same media, as a dashboard previewing it would:
 // after the first run the gateway has its metadata cached and asks Graph
@@ -88,7 +90,8 @@ func main() {
 	ops := strings.Split(*opsFlag, ",")
 	if *smoke {
 		sizes, conc, *runs, rpsFor = []int64{64 << 10}, []int{1, 2}, 1, 500*time.Millisecond
-		ops, fairSizes = append(ops, "fair"), fairCounts{trickling: 50, slowUploads: 80, fastDrains: 3}
+		ops, fairSizes = append(ops, "fair", "probe"), fairCounts{trickling: 50, slowUploads: 80, fastDrains: 3}
+		probeEach = 1
 	}
 	if err := run(ops, sizes, conc, *runs, *each, rpsFor, *pprof, *useTLS); err != nil {
 		log.Fatal(err)
@@ -236,7 +239,7 @@ func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Du
 	fmt.Println("| op | size | conc | contender | median | MB/s | × reverse_proxy | server CPU | peak RSS growth | Graph metadata requests per download | CPU × verified floor |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, op := range ops {
-		if op == "rps" || op == "conns" || op == "fair" {
+		if op == "rps" || op == "conns" || op == "fair" || op == "probe" {
 			continue
 		}
 		for _, size := range sizes {
@@ -313,6 +316,11 @@ func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Du
 			return err
 		}
 	}
+	if slices.Contains(ops, "probe") {
+		if err := probeCost(client, fresh, runs, probeEach); err != nil {
+			return err
+		}
+	}
 	if slices.Contains(ops, "fair") {
 		metaOpen := func() int64 { return metaConns.Load() - metaClosed.Load() }
 		if err := fair(fresh, metaOpen, emu, fairSizes); err != nil {
@@ -357,7 +365,8 @@ func caddyfile(name, addr, graph, admin string, cold bool) string {
 	return global + "http://" + addr + ` {
 	whatsapp_media {
 		graph_url ` + graph + `
-		max_size 200MiB` + map[bool]string{true: "\n\t\tmedia_cache_ttl 0", false: ""}[cold] + `
+		max_size 200MiB` + map[bool]string{true: "\n\t\tmedia_cache_ttl 0", false: ""}[cold] +
+		map[bool]string{true: "\n\t\tformat_checks off", false: ""}[name == "gateway-unchecked"] + `
 		accounts static {
 			account bench {
 				token ` + apiToken + `

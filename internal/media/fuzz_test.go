@@ -20,10 +20,13 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
+	"slices"
 	"strings"
 	"testing"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
 )
 
 // FuzzMultipartFrame checks the re-encoder: whatever the type and file
@@ -171,4 +174,37 @@ func FuzzParseRange(f *testing.F) {
 func parseCT(ct string) (string, string, error) {
 	_, params, err := mime.ParseMediaType(ct)
 	return "", params["boundary"], err
+}
+
+// FuzzProbe checks the format probe on any bytes: it never panics, and
+// its verdict is the same whether the file comes whole or in two pieces
+// split anywhere, and with its size known or not (but for a sticker's
+// size, which a known size decides at the header).
+func FuzzProbe(f *testing.F) {
+	for _, s := range fixtures.FormatSamples {
+		if b, err := fixtures.FormatFile(s.Name); err == nil && len(b) <= 16<<10 {
+			f.Add(s.Type, b, uint16(len(b)/2))
+		}
+	}
+	types := []string{"image/jpeg", "image/png", "image/webp", "audio/ogg", "video/mp4", "video/3gpp"}
+	f.Fuzz(func(t *testing.T, typ string, data []byte, split uint16) {
+		if len(data) > 64<<10 {
+			return
+		}
+		if !slices.Contains(types, typ) {
+			typ = types[len(typ)%len(types)]
+		}
+		whole, _ := probeAll(typ, -1, data, max(len(data), 1))
+		k := int(split) % (len(data) + 1)
+		p := NewProbe(typ, -1)
+		_, err1 := p.Write(data[:k])
+		_, err2 := p.Write(data[k:])
+		if (err1 != nil || err2 != nil) != (whole != nil) || rule(p.Violation()) != rule(whole) {
+			t.Fatalf("whole: %v; split at %d: %v", whole, k, p.Violation())
+		}
+		known, _ := probeAll(typ, int64(len(data)), data, 7)
+		if rule(known) != rule(whole) {
+			t.Fatalf("size known: %v; not known: %v", known, whole)
+		}
+	})
 }
