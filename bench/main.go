@@ -91,7 +91,7 @@ func main() {
 	if *smoke {
 		sizes, conc, *runs, rpsFor = []int64{64 << 10}, []int{1, 2}, 1, 500*time.Millisecond
 		ops, fairSizes = append(ops, "fair", "probe"), fairCounts{trickling: 50, slowUploads: 80, fastDrains: 3}
-		probeEach = 1
+		probeEach, probeSeconds = 1, 1
 	}
 	if err := run(ops, sizes, conc, *runs, *each, rpsFor, *pprof, *useTLS); err != nil {
 		log.Fatal(err)
@@ -103,6 +103,9 @@ type contender struct {
 	name string
 	base string // URL of the server the client talks to
 	pid  int    // the serving process, 0 for direct
+	// admin is the Caddy contender's admin address (with pprof), "off"
+	// unless -pprof or the probe op asks for it.
+	admin string
 }
 
 func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Duration, pprof, useTLS bool) error {
@@ -188,13 +191,15 @@ func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Du
 	start := func(name, op string) (contender, error) {
 		addr := freeAddr()
 		var cmd *exec.Cmd
+		admin := "off"
 		if name == "buffered" {
 			cmd = exec.Command(self, "-buffered-server", addr, "-graph", emuSrv.URL)
 		} else {
 			cfg := filepath.Join(dir, name+".Caddyfile")
-			admin := "off"
-			if pprof {
+			if pprof || op == "probe" { // the probe's share is read from a profile
 				admin = freeAddr()
+			}
+			if pprof {
 				fmt.Fprintf(os.Stderr, "%s: go tool pprof http://%s/debug/pprof/profile?seconds=10\n", name, admin)
 			}
 			if err := os.WriteFile(cfg, []byte(caddyfile(name, addr, emuSrv.URL, admin, op == "download-cold")), 0o600); err != nil {
@@ -210,7 +215,7 @@ func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Du
 		if err := waitListening(addr); err != nil {
 			return contender{}, fmt.Errorf("%s: %v", name, err)
 		}
-		return contender{name: name, base: "http://" + addr, pid: cmd.Process.Pid}, nil
+		return contender{name: name, base: "http://" + addr, pid: cmd.Process.Pid, admin: admin}, nil
 	}
 	// fresh starts the serving processes anew, so that each cell's peak
 	// RSS growth is measured from an idle process that no earlier cell

@@ -23,7 +23,8 @@ func TestBenchHarnessSmoke(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 	for _, want := range []string{"| upload-raw |", "| upload-multipart |", "| download |", "| gateway |",
 		"| reverse_proxy |", "| direct |", "| buffered |", "1 KB uploads/s at 32-way", "server CPU", "SHA-256 on one core",
-		"refused uploads trickling", "slow uploads: refused 429", "fast drains"} {
+		"refused uploads trickling", "slow uploads: refused 429", "fast drains",
+		"delivery rules: 16 MB H.264 video", "| | raw |", "| | multipart |", "samples)"} {
 		assert.Contains(t, string(out), want)
 	}
 }
