@@ -36,6 +36,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    max_size       <size>          # default 100MiB
 //	    disable_type_ceilings          # default: Meta's per-type ceilings enforced
 //	    format_checks  on|off          # default on: WhatsApp's delivery rules checked
+//	    url_uploads    on|off          # default on: uploads from a URL (a JSON body)
+//	    url_fetch_allow <cidr...>      # default none: ranges an upload from a URL may reach besides public addresses
 //	    allowed_plans  <plan...>       # default premium enterprise
 //	    spool_dir      <directory>     # default: the system's temp directory
 //	    spool_budget   <size>          # default 2GiB
@@ -77,6 +79,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = parseFlag(d, &h.DisableTypeCeilings)
 		case "format_checks":
 			err = parseOnOff(d, &h.FormatChecks)
+		case "url_uploads":
+			err = parseOnOff(d, &h.URLUploads)
+		case "url_fetch_allow":
+			if err = parseListArg(d, &h.URLFetchAllow); err == nil {
+				if _, perr := parseAllowList(h.URLFetchAllow); perr != nil {
+					err = d.Err(perr.Error())
+				}
+			}
 		case "allowed_plans":
 			err = parseListArg(d, &h.AllowedPlans)
 		case "spool_dir":

@@ -29,6 +29,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		spool_budget     512MiB
 		disable_type_ceilings
 		format_checks    off
+		url_uploads      off
+		url_fetch_allow  10.8.0.0/16 192.168.7.7 fd00::/8
 		dial_timeout     2s
 		response_timeout 90s
 		stall_timeout    45s
@@ -66,6 +68,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	assert.True(t, h.DisableTypeCeilings)
 	require.NotNil(t, h.FormatChecks)
 	assert.False(t, *h.FormatChecks)
+	require.NotNil(t, h.URLUploads)
+	assert.False(t, *h.URLUploads)
+	assert.Equal(t, []string{"10.8.0.0/16", "192.168.7.7", "fd00::/8"}, h.URLFetchAllow)
 	assert.Equal(t, caddy.Duration(2*time.Second), h.DialTimeout)
 	assert.Equal(t, caddy.Duration(90*time.Second), h.ResponseTimeout)
 	assert.Equal(t, caddy.Duration(45*time.Second), h.StallTimeout)
@@ -124,6 +129,9 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		"format_checks yes":         {`whatsapp_media { format_checks yes }`, "format_checks must be on or off, not 'yes'"},
 		"format_checks bare":        {`whatsapp_media { format_checks }`, "wrong argument count"},
 		"format_checks two args":    {`whatsapp_media { format_checks on off }`, "wrong argument count"},
+		"url_uploads maybe":         {`whatsapp_media { url_uploads maybe }`, "url_uploads must be on or off, not 'maybe'"},
+		"bad url_fetch_allow":       {`whatsapp_media { url_fetch_allow 10.0.0.0/33 }`, `url_fetch_allow: "10.0.0.0/33" is neither a CIDR range nor an address`},
+		"empty url_fetch_allow":     {`whatsapp_media { url_fetch_allow }`, "wrong argument count"},
 		"bad path_prefix":           {`whatsapp_media { path_prefix v2/media }`, "path_prefix must start with '/'"},
 		"bad dial_timeout":          {`whatsapp_media { dial_timeout soon }`, "dial_timeout must be a positive duration"},
 		"bad response_timeout":      {`whatsapp_media { response_timeout -1s }`, "response_timeout must be a positive duration"},

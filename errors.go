@@ -28,6 +28,9 @@ const (
 	codeSpoolFull           = "SPOOL_FULL"
 	codeTooManyTransfers    = "TOO_MANY_TRANSFERS"
 	codeClientClosed        = "CLIENT_CLOSED_REQUEST"
+	codeURLInvalid          = "URL_INVALID"
+	codeURLForbidden        = "URL_FORBIDDEN"
+	codeURLFetchFailed      = "URL_FETCH_FAILED"
 )
 
 // apiError is an answer in the error envelope. Message is
@@ -87,6 +90,8 @@ var (
 	errUpstreamTimeout   = newError(http.StatusGatewayTimeout, codeUpstreamTimeout, "The WhatsApp API did not answer in time")
 	errInternal          = newError(http.StatusInternalServerError, codeInternalServerError, "Internal error")
 	errClientStalled     = newError(http.StatusRequestTimeout, codeRequestTimeout, "The upload stalled: no bytes arrived for too long")
+	errOriginTimeout     = newError(http.StatusGatewayTimeout, codeUpstreamTimeout, "The URL did not answer in time")
+	errOriginStalled     = newError(http.StatusGatewayTimeout, codeUpstreamTimeout, "The URL stopped sending the file: no bytes arrived for too long")
 	errBadPhoneID        = validationError("phoneNumberId must be a Meta phone number id (digits only)")
 	errEmptyFile         = validationError("The file is empty")
 	// errClientClosed stands for any refusal of a request whose client

@@ -21,7 +21,7 @@ func resolveMIME(in media.Inputs) (string, *apiError) {
 	case err == nil:
 		return t, nil
 	case errors.Is(err, media.ErrBadOverride):
-		return "", validationError("X-Upload-Type is neither a media kind (image, video, audio, document, sticker) nor a MIME type")
+		return "", errBadOverrideMIME
 	case errors.Is(err, media.ErrBadTypeField):
 		return "", errBadTypeField
 	case errors.As(err, &wrongKind):
@@ -33,7 +33,10 @@ func resolveMIME(in media.Inputs) (string, *apiError) {
 	}
 }
 
-var errBadTypeField = validationError("type is neither a media kind (image, video, audio, document, sticker) nor a MIME type")
+var (
+	errBadTypeField    = validationError("type is neither a media kind (image, video, audio, document, sticker) nor a MIME type")
+	errBadOverrideMIME = validationError("X-Upload-Type is neither a media kind (image, video, audio, document, sticker) nor a MIME type")
+)
 
 func wrongKindError(e *media.KindError) *apiError {
 	return newError(http.StatusUnsupportedMediaType, codeUnsupportedType, e.Error())

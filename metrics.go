@@ -34,6 +34,8 @@ var metrics = struct {
 	purges        *prometheus.CounterVec
 	channelUp     *prometheus.GaugeVec
 	undeliverable *prometheus.CounterVec
+	urlFetches    *prometheus.CounterVec
+	urlRefusals   *prometheus.CounterVec
 
 	// Children looked up once, for the hot path.
 	cacheHit, cacheMiss           prometheus.Counter
@@ -111,13 +113,21 @@ func initMetrics() {
 		for _, r := range media.Rules {
 			metrics.undeliverable.WithLabelValues(r)
 		}
+		metrics.urlFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "url_fetches_total",
+			Help: "Fetches of uploads from a URL by result: ok, status (the origin answered other than 2xx), redirects, timeout, failed.",
+		}, []string{"result"})
+		metrics.urlRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "url_refusals_total",
+			Help: "Uploads from a URL refused before any fetch, by reason: scheme, userinfo, malformed, redirect, or the refused address's range (loopback, private, link_local, ...).",
+		}, []string{"reason"})
 	})
 }
 
 func allCollectors() []prometheus.Collector {
 	return []prometheus.Collector{metrics.requests, metrics.inFlight, metrics.bytes, metrics.spooled,
 		metrics.upstream, metrics.accountCache, metrics.downloadAbort, metrics.drained, metrics.draining, metrics.drainsRefused, metrics.spoolFull, metrics.mediaCache,
-		metrics.purges, metrics.channelUp, metrics.undeliverable}
+		metrics.purges, metrics.channelUp, metrics.undeliverable, metrics.urlFetches, metrics.urlRefusals}
 }
 
 // registerMetrics registers the collectors on reg (a config's registry).

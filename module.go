@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/avenping/caddy-whatsapp-media/internal/media"
+	"github.com/avenping/caddy-whatsapp-media/internal/netguard"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/maypok86/otter/v2"
@@ -92,6 +94,23 @@ type Handler struct {
 	// Meta, which would accept it and fail its delivery later; one the
 	// check cannot read goes to Meta as before. Default: true.
 	FormatChecks *bool `json:"format_checks,omitempty"`
+
+	// URLUploads turns on uploads from a URL: POST {prefix}/upload with a
+	// JSON body {"phoneNumberId", "url", "type", "filename"}, whose URL
+	// (http or https, without user info) the gateway fetches and streams
+	// to Meta as a raw upload's body, with the same limits and checks.
+	// Every address it dials is checked at dial time, after DNS and after
+	// each of at most 3 redirects: loopback, private, link-local, shared,
+	// unique-local, multicast, unspecified and reserved addresses (and
+	// their IPv4-mapped, NAT64 and 6to4 forms) are refused with 403
+	// URL_FORBIDDEN before any connection. Off, a JSON body is a raw
+	// upload of a JSON file (415). Default: true.
+	URLUploads *bool `json:"url_uploads,omitempty"`
+
+	// URLFetchAllow are address ranges (CIDR, or single addresses) that
+	// uploads from a URL may reach although the guard refuses them
+	// otherwise: an origin on the private network, say. Default: none.
+	URLFetchAllow []string `json:"url_fetch_allow,omitempty"`
 
 	// SpoolDir is the directory for the temporary file that holds a
 	// multipart upload's file part while the rest of the form is read:
@@ -197,7 +216,8 @@ type Handler struct {
 
 	accounts   AccountSource
 	graph      *graphClient
-	mediaCache *mediaCache // nil when media_cache_ttl is 0
+	origins    *originFetcher // nil when url_uploads is off
+	mediaCache *mediaCache    // nil when media_cache_ttl is 0
 	spoolUsage *spoolUsage
 	transfers  *transferCounts
 	nearPrefix string // path_prefix normalised, and "/": where near misses start
@@ -248,6 +268,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.FormatChecks == nil {
 		on := true
 		h.FormatChecks = &on
+	}
+	if h.URLUploads == nil {
+		on := true
+		h.URLUploads = &on
 	}
 	if len(h.AllowedPlans) == 0 {
 		h.AllowedPlans = DefaultAllowedPlans
@@ -316,7 +340,31 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.graph = newGraphClient(strings.TrimRight(h.GraphURL, "/")+"/"+h.GraphVersion, hosts,
 		time.Duration(h.DialTimeout), time.Duration(h.ResponseTimeout), h.MaxTransfers)
+	if *h.URLUploads {
+		allow, err := parseAllowList(h.URLFetchAllow)
+		if err != nil {
+			return err
+		}
+		h.origins = newOriginFetcher(netguard.New(allow), time.Duration(h.DialTimeout), time.Duration(h.ResponseTimeout))
+	}
 	return nil
+}
+
+// parseAllowList parses url_fetch_allow: CIDR ranges, or single addresses.
+func parseAllowList(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range list {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return nil, fmt.Errorf("url_fetch_allow: %q is neither a CIDR range nor an address", v)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // Validate checks the provisioned configuration.
@@ -363,6 +411,9 @@ func (h *Handler) Validate() error {
 func (h *Handler) Cleanup() error {
 	if h.graph != nil {
 		h.graph.closeIdle()
+	}
+	if h.origins != nil {
+		h.origins.closeIdle()
 	}
 	if h.spoolUsage != nil {
 		_, _ = spoolPool.Delete(h.spoolUsage.dir)

@@ -36,7 +36,9 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, acct *Acco
 	return ae
 }
 
-// receiveUpload tells the upload's mode and serves it.
+// receiveUpload tells the upload's mode and serves it: a multipart form
+// (mode A), a JSON body naming a URL (url_upload.go), or the file itself
+// (mode B).
 func (h *Handler) receiveUpload(w http.ResponseWriter, r *http.Request, acct *Account, pre *prelude) *apiError {
 	// A phone number id in a header is checked before anything about the
 	// body, in both modes.
@@ -51,6 +53,9 @@ func (h *Handler) receiveUpload(w http.ResponseWriter, r *http.Request, acct *Ac
 		setPhoneVar(r, phone)
 	}
 	ct, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if ct == "application/json" && h.origins != nil {
+		return h.uploadFromURL(w, r, acct, phone, pre)
+	}
 	if ct == "multipart/form-data" {
 		if r.ContentLength > h.MaxSize+multipartOverhead {
 			return errTooLarge
@@ -220,6 +225,9 @@ type metaUpload struct {
 	// prelude is the guard of the reads before the transfer, ended when
 	// the transfer's own guard takes over.
 	prelude *prelude
+	// origin, for an upload from a URL, is the fetch whose body is the
+	// file (url_upload.go).
+	origin *originFetch
 }
 
 // sendToMeta streams u to Meta and writes the answer. A file whose length

@@ -107,6 +107,9 @@ type transportBody struct {
 	// stopping is set when stop begins: a fillReader below ends its Read
 	// at its next byte rather than filling its buffer.
 	stopping atomic.Bool
+	// release ends a Read blocked on the source: it moves the client
+	// connection's read deadline to now, or cancels an origin's fetch.
+	release func()
 }
 
 // newTransportBody returns a transportBody; its source r (and guard) must be
@@ -146,12 +149,13 @@ func (b *transportBody) Close() error { return nil }
 // wait to end by itself: a client that is still sending lets it end at
 // once, and its body stays readable, so that a refusal can be answered
 // with the rest of the body drained (linger.go). A Read still blocked
-// after that (a stalled client) is released by moving the client
-// connection's read deadline to now: Meta has answered or failed, so the
-// rest of that body is no longer wanted, and the connection will close.
+// after that (a stalled client) is released by release, which moves the
+// client connection's read deadline to now (or cancels the fetch of an
+// upload from a URL): Meta has answered or failed, so the rest of that
+// body is no longer wanted, and the connection will close.
 // The error that this provokes is reported as errBodyStopped; refusals
 // made before (a finish function's, the size limit's) are kept.
-func (b *transportBody) stop(w http.ResponseWriter, wait time.Duration) error {
+func (b *transportBody) stop(wait time.Duration) error {
 	b.stopping.Store(true)
 	forced := false
 	select {
@@ -162,7 +166,7 @@ func (b *transportBody) stop(w http.ResponseWriter, wait time.Duration) error {
 		case b.sem <- struct{}{}:
 		case <-t.C:
 			forced = true
-			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+			b.release()
 			b.sem <- struct{}{}
 		}
 		t.Stop()
@@ -190,16 +194,23 @@ type clientFile struct {
 	file    *limitReader
 	guard   *stallGuard
 	stalled atomic.Bool // the client stalled, not Meta
+	// stallAnswer answers a stalled source: errClientStalled for the
+	// client, the origin's timeout for an upload from a URL.
+	stallAnswer *apiError
 }
 
 func (h *Handler) newClientFile(w http.ResponseWriter, u metaUpload, limit int64, cancel func(), probe *probeReader) *clientFile {
-	c := &clientFile{body: newTransportBody()}
+	c := &clientFile{body: newTransportBody(), stallAnswer: errClientStalled}
+	c.body.release = func() { _ = http.NewResponseController(w).SetReadDeadline(time.Now()) }
+	if u.origin != nil {
+		c.body.release, c.stallAnswer = u.origin.cancel, errOriginStalled
+	}
 	c.guard = newStallGuard(time.Duration(h.StallTimeout), func() {
 		if c.body.reading.Load() {
 			// net/http's transport, once cancelled, still waits for its
 			// body Read to return: release it.
 			c.stalled.Store(true)
-			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+			c.body.release()
 		}
 		cancel()
 	})
@@ -223,12 +234,12 @@ func (h *Handler) newClientFile(w http.ResponseWriter, u metaUpload, limit int64
 // transport's final Read sees EOF, so there the file's byte count is what
 // tells.
 func (c *clientFile) end(w http.ResponseWriter, size int64, wait time.Duration, tooLarge *apiError) (sent bool, ae *apiError) {
-	err := c.body.stop(w, wait)
+	err := c.body.stop(wait)
 	metrics.bytes.WithLabelValues("upload").Add(float64(c.file.n))
 	c.guard.stop()
 	if c.guard.fired() {
 		if c.stalled.Load() {
-			return false, errClientStalled
+			return false, c.stallAnswer
 		}
 		return false, errUpstreamTimeout.withCause(errors.New("meta took no bytes for stall_timeout"))
 	}

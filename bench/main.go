@@ -25,6 +25,8 @@
 //	                               # small downloads, repeat and cold
 //	go run ./bench -ops probe -runs 9
 //	                               # the delivery rules' CPU (bench/probe.go)
+//	go run ./bench -ops upload-url -sizes 100MB -runs 9
+//	                               # uploads from a URL against raw ones (bench/url.go)
 //
 // download repeats the same media, as a dashboard previewing it would:
 // after the first run the gateway has its metadata cached and asks Graph
@@ -90,7 +92,7 @@ func main() {
 	ops := strings.Split(*opsFlag, ",")
 	if *smoke {
 		sizes, conc, *runs, rpsFor = []int64{64 << 10}, []int{1, 2}, 1, 500*time.Millisecond
-		ops, fairSizes = append(ops, "fair", "probe"), fairCounts{trickling: 50, slowUploads: 80, fastDrains: 3}
+		ops, fairSizes = append(ops, "fair", "probe", "upload-url"), fairCounts{trickling: 50, slowUploads: 80, fastDrains: 3}
 		probeEach, probeSeconds = 1, 1
 	}
 	if err := run(ops, sizes, conc, *runs, *each, rpsFor, *pprof, *useTLS); err != nil {
@@ -244,7 +246,7 @@ func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Du
 	fmt.Println("| op | size | conc | contender | median | MB/s | × reverse_proxy | server CPU | peak RSS growth | Graph metadata requests per download | CPU × verified floor |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, op := range ops {
-		if op == "rps" || op == "conns" || op == "fair" || op == "probe" {
+		if op == "rps" || op == "conns" || op == "fair" || op == "probe" || op == "upload-url" {
 			continue
 		}
 		for _, size := range sizes {
@@ -321,6 +323,11 @@ func run(ops []string, sizes []int64, conc []int, runs, each int, rpsFor time.Du
 			return err
 		}
 	}
+	if slices.Contains(ops, "upload-url") {
+		if err := urlCost(client, fresh, sizes, runs); err != nil {
+			return err
+		}
+	}
 	if slices.Contains(ops, "probe") {
 		if err := probeCost(client, fresh, runs, probeEach); err != nil {
 			return err
@@ -372,6 +379,7 @@ func caddyfile(name, addr, graph, admin string, cold bool) string {
 		graph_url ` + graph + `
 		max_size 200MiB` + map[bool]string{true: "\n\t\tmedia_cache_ttl 0", false: ""}[cold] +
 		map[bool]string{true: "\n\t\tformat_checks off", false: ""}[name == "gateway-unchecked"] + `
+		url_fetch_allow 127.0.0.1/32
 		accounts static {
 			account bench {
 				token ` + apiToken + `

@@ -24,7 +24,8 @@ func TestBenchHarnessSmoke(t *testing.T) {
 	for _, want := range []string{"| upload-raw |", "| upload-multipart |", "| download |", "| gateway |",
 		"| reverse_proxy |", "| direct |", "| buffered |", "1 KB uploads/s at 32-way", "server CPU", "SHA-256 on one core",
 		"refused uploads trickling", "slow uploads: refused 429", "fast drains",
-		"delivery rules: 16 MB H.264 video", "| | raw |", "| | multipart |", "samples)"} {
+		"delivery rules: 16 MB H.264 video", "| | raw |", "| | multipart |", "samples)",
+		"upload from a URL", "| url |"} {
 		assert.Contains(t, string(out), want)
 	}
 }

@@ -206,7 +206,7 @@ func (p *Probe) jpegFrame(b []byte) {
 			"WhatsApp delivers 8-bit images only")
 	case components == 4:
 		p.refuse(RuleImageColor, "image with 4 colour components (CMYK or YCCK)",
-			"WhatsApp delivers RGB or RGBA images only")
+			"WhatsApp delivers 8-bit RGB or RGBA images, not CMYK")
 	default:
 		p.done = true
 	}

@@ -3,6 +3,7 @@ package media
 import (
 	"encoding/binary"
 	"math"
+	"slices"
 	"strconv"
 )
 
@@ -31,7 +32,12 @@ type mp4Container struct {
 	end int64
 }
 
-type mp4Track struct{ handler, codec [4]byte }
+type mp4Track struct {
+	handler, codec [4]byte
+	// audio is what an mp4a entry's decoder configuration names (mp4a
+	// carries MP3 too): "" when it was not read or is AAC.
+	audio string
+}
 
 // mp4Parent returns the box that a container entered must be in (zero
 // for the top level), and whether typ is one.
@@ -119,13 +125,103 @@ func (p *Probe) mp4Handler(b []byte) {
 }
 
 // mp4SampleEntry reads a stsd box: version and flags, entry_count, and
-// the first entry's size and format.
+// the first entry's size and format; of an mp4a entry, also the entry
+// itself (mp4AudioEntry), when it fits in the probe's buffer.
 func (p *Probe) mp4SampleEntry(b []byte) {
 	if binary.BigEndian.Uint32(b[4:]) > 0 {
 		copy(p.mp4.track.codec[:], b[12:16])
 	}
+	size := int64(binary.BigEndian.Uint32(b[8:]))
+	if string(b[12:16]) == "mp4a" && size > 8+28 && p.off+size-8 <= p.mp4.end {
+		p.expect(int(min(size-8, maxNeed)), (*Probe).mp4AudioEntry)
+		return
+	}
 	p.skip = p.mp4.end - p.off
 	p.mp4Next(p.mp4.end)
+}
+
+// aacObjectTypes are the MPEG-4 systems object types of AAC (ISO/IEC
+// 14496-1 objectTypeIndication): MPEG-4 audio, and MPEG-2 AAC's three
+// profiles. mp4aCodecs name the others an mp4a entry may carry.
+var (
+	aacObjectTypes = []byte{0x40, 0x66, 0x67, 0x68}
+	mp4aCodecs     = map[byte]string{0x69: "MP3", 0x6B: "MP3", 0xA5: "AC-3", 0xA6: "E-AC-3", 0xA9: "DTS", 0xDD: "Vorbis"}
+)
+
+// mp4AudioEntry reads an mp4a sample entry (ISO/IEC 14496-14): the audio
+// sample entry's fields (28 bytes, 16 or 36 more in QuickTime's versions
+// 1 and 2), then its child boxes, of which esds holds the decoder
+// configuration and its object type. An entry it cannot read passes.
+func (p *Probe) mp4AudioEntry(b []byte) {
+	p.skip = p.mp4.end - p.off
+	defer p.mp4Next(p.mp4.end)
+	off := 28 + map[uint16]int{1: 16, 2: 36}[binary.BigEndian.Uint16(b[8:])]
+	for off+8 <= len(b) {
+		size := int(binary.BigEndian.Uint32(b[off:]))
+		if size < 8 {
+			return
+		}
+		if string(b[off+4:off+8]) == "esds" {
+			if oti, ok := esdsObjectType(b[off+8 : min(off+size, len(b))]); ok && !slices.Contains(aacObjectTypes, oti) {
+				p.mp4.track.audio = mp4aCodecs[oti]
+				if p.mp4.track.audio == "" {
+					p.mp4.track.audio = "object type 0x" + strconv.FormatUint(uint64(oti), 16)
+				}
+			}
+			return
+		}
+		off += size
+	}
+}
+
+// esdsObjectType finds the objectTypeIndication in an esds box's payload:
+// version and flags, an ES_Descriptor (tag 3) whose optional fields its
+// flags announce, then a DecoderConfigDescriptor (tag 4).
+func esdsObjectType(b []byte) (byte, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	b = b[4:]
+	body, ok := descriptor(b, 0x03)
+	if !ok || len(body) < 3 {
+		return 0, false
+	}
+	flags := body[2]
+	body = body[3:]
+	if flags&0x80 != 0 { // streamDependenceFlag: dependsOn_ES_ID
+		body = body[min(2, len(body)):]
+	}
+	if flags&0x40 != 0 && len(body) > 0 { // URL_Flag: URLlength, URLstring
+		body = body[min(1+int(body[0]), len(body)):]
+	}
+	if flags&0x20 != 0 { // OCRstreamFlag: OCR_ES_Id
+		body = body[min(2, len(body)):]
+	}
+	dc, ok := descriptor(body, 0x04)
+	if !ok || len(dc) < 1 {
+		return 0, false
+	}
+	return dc[0], true
+}
+
+// descriptor returns the body of the descriptor with tag at the start of
+// b (a tag byte, then a length in one to four bytes of 7 bits each).
+func descriptor(b []byte, tag byte) ([]byte, bool) {
+	if len(b) < 2 || b[0] != tag {
+		return nil, false
+	}
+	n, i := 0, 1
+	for ; i < len(b) && i <= 4; i++ {
+		n = n<<7 | int(b[i]&0x7F)
+		if b[i]&0x80 == 0 {
+			break
+		}
+	}
+	if i >= len(b) {
+		return nil, false
+	}
+	body := b[i+1:]
+	return body[:min(n, len(body))], true
 }
 
 // mp4Next closes the containers that end at or before next (the offset
@@ -166,6 +262,8 @@ func (p *Probe) mp4Judge() {
 		switch {
 		case string(t.codec[:]) != "mp4a":
 			p.refuse(RuleVideoAudioCodec, "audio codec "+fourCC(t.codec), "WhatsApp delivers video with AAC audio only")
+		case t.audio != "":
+			p.refuse(RuleVideoAudioCodec, "audio codec "+t.audio+" (in mp4a)", "WhatsApp delivers video with AAC audio only")
 		case p.mp4.audio > 1:
 			p.refuse(RuleVideoAudioStreams, strconv.Itoa(p.mp4.audio)+" audio streams",
 				"WhatsApp delivers video with a single audio stream or none")

@@ -62,10 +62,11 @@ func TestProbeMessages(t *testing.T) {
 		"hevc.mp4":                  "video codec hvc1: WhatsApp delivers H.264 only",
 		"h263.3gp":                  "video codec s263: WhatsApp delivers H.264 only",
 		"h264-ac3.mp4":              "audio codec ac-3: WhatsApp delivers video with AAC audio only",
+		"h264-mp3.mp4":              "audio codec MP3 (in mp4a): WhatsApp delivers video with AAC audio only",
 		"two-audio.mp4":             "2 audio streams: WhatsApp delivers video with a single audio stream or none",
 		"vorbis.ogg":                "audio codec Vorbis: WhatsApp delivers Ogg audio as Opus only",
 		"voice-stereo.ogg":          "Opus audio with 2 channels: WhatsApp plays single-channel (mono) Opus only",
-		"image-cmyk.jpg":            "image with 4 colour components (CMYK or YCCK): WhatsApp delivers RGB or RGBA images only",
+		"image-cmyk.jpg":            "image with 4 colour components (CMYK or YCCK): WhatsApp delivers 8-bit RGB or RGBA images, not CMYK",
 		"image-12bit.jpg":           "image precision 12-bit: WhatsApp delivers 8-bit images only",
 		"image-16bit.png":           "image bit depth 16: WhatsApp delivers 8-bit images only",
 		"sticker-600.webp":          "sticker of 600×600 pixels: WhatsApp delivers stickers of 512×512 pixels only",
@@ -111,8 +112,35 @@ func box(typ string, payload ...[]byte) []byte {
 
 // track is a trak box with a handler and a first sample entry.
 func track(handler, codec string) []byte {
+	return trackWith(handler, append(append(be32(16), codec...), make([]byte, 8)...))
+}
+
+// mp4a is an mp4a sample entry (QuickTime's version 0, 1 or 2) whose
+// esds names object type oti, with the ES_Descriptor's optional fields
+// that esFlags announce.
+func mp4a(version uint16, oti, esFlags byte) []byte {
+	fields := make([]byte, 28)
+	binary.BigEndian.PutUint16(fields[8:], version)
+	fields = append(fields, make([]byte, map[uint16]int{1: 16, 2: 36}[version])...)
+	es := []byte{0, 1, esFlags}
+	if esFlags&0x80 != 0 {
+		es = append(es, 0, 2)
+	}
+	if esFlags&0x40 != 0 {
+		es = append(es, 3, 'a', 'b', 'c')
+	}
+	if esFlags&0x20 != 0 {
+		es = append(es, 0, 3)
+	}
+	dc := []byte{0x04, 0x80, 0x80, 0x80, 13, oti, 0x15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	esds := box("esds", []byte{0, 0, 0, 0}, append([]byte{0x03, byte(len(es) + len(dc))}, append(es, dc...)...))
+	return box("mp4a", fields, box("wave", make([]byte, 4)), esds)
+}
+
+// trackWith is a trak box with a handler and the sample entry given.
+func trackWith(handler string, entry []byte) []byte {
 	hdlr := box("hdlr", make([]byte, 8), []byte(handler), make([]byte, 13))
-	stsd := box("stsd", []byte{0, 0, 0, 0, 0, 0, 0, 1}, be32(16), []byte(codec), make([]byte, 8))
+	stsd := box("stsd", []byte{0, 0, 0, 0, 0, 0, 0, 1}, entry)
 	stbl := box("stbl", stsd, box("stts", make([]byte, 8)))
 	return box("trak", box("tkhd", make([]byte, 84)), box("mdia", box("mdhd", make([]byte, 24)), hdlr,
 		box("minf", box("vmhd", make([]byte, 12)), stbl)))
@@ -138,6 +166,15 @@ func TestProbeMP4Structures(t *testing.T) {
 			RuleVideoAudioCodec},
 		"three audio tracks": {bytes.Join([][]byte{ftyp, box("moov", track("soun", "mp4a"), track("vide", "avc1"),
 			track("soun", "mp4a"), track("soun", "mp4a")), mdat}, nil), RuleVideoAudioStreams},
+		"AAC in mp4a, QuickTime version 1": {bytes.Join([][]byte{ftyp, box("moov", track("vide", "avc1"),
+			trackWith("soun", mp4a(1, 0x40, 0xE0))), mdat}, nil), ""},
+		"MPEG-2 AAC LC in mp4a": {bytes.Join([][]byte{ftyp, box("moov", trackWith("soun", mp4a(0, 0x67, 0))), mdat}, nil), ""},
+		"MP3 in mp4a": {bytes.Join([][]byte{ftyp, box("moov", track("vide", "avc1"),
+			trackWith("soun", mp4a(0, 0x6B, 0))), mdat}, nil), RuleVideoAudioCodec},
+		"MP3 in mp4a, version 2, every optional field": {bytes.Join([][]byte{ftyp, box("moov",
+			trackWith("soun", mp4a(2, 0x69, 0xE0))), mdat}, nil), RuleVideoAudioCodec},
+		"an unknown object type in mp4a": {bytes.Join([][]byte{ftyp, box("moov", trackWith("soun", mp4a(0, 0x20, 0))), mdat}, nil),
+			RuleVideoAudioCodec},
 		"a subtitle track is no stream": {bytes.Join([][]byte{ftyp, box("moov", track("vide", "avc1"),
 			track("soun", "mp4a"), track("sbtl", "tx3g")), mdat}, nil), ""},
 		"trak outside moov is not read": {bytes.Join([][]byte{ftyp, track("vide", "hvc1"), box("moov", track("vide", "avc1"))}, nil), ""},

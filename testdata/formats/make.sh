@@ -70,6 +70,9 @@ ff $pic $tone -c:v libx265 -x265-params log-level=none -pix_fmt yuv420p -tag:v h
 ff $pic $tone -f lavfi -i sine=frequency=660:duration=0.5 -map 0:v -map 1:a -map 2:a \
 	-c:v libx264 -pix_fmt yuv420p -c:a aac -b:a 32k -shortest $bits -movflags +faststart two-audio.mp4
 ff $pic $tone -c:v libx264 -pix_fmt yuv420p -c:a ac3 -b:a 64k -shortest $bits -movflags +faststart h264-ac3.mp4
+# MP3 in MP4 has an mp4a sample entry too: only its decoder configuration
+# (esds) tells it from AAC.
+ff $pic $tone -c:v libx264 -pix_fmt yuv420p -c:a libmp3lame -b:a 32k -shortest $bits -movflags +faststart h264-mp3.mp4
 ff -f lavfi -i testsrc=size=176x144:rate=10:duration=0.5 $tone -c:v libx264 -pix_fmt yuv420p -c:a aac -b:a 32k \
 	-shortest $bits -f 3gp h264-aac.3gp
 ff -f lavfi -i testsrc=size=176x144:rate=10:duration=0.5 $tone -c:v h263 -c:a aac -b:a 32k -shortest $bits \

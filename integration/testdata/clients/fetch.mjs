@@ -1,13 +1,16 @@
 // Sends one request described by the JSON in argv[2] with Node's built-in
-// fetch (a FormData body for multipart), the way an app's code would, and
+// fetch (a FormData body for multipart, spec.json for json), the way an app's code would, and
 // prints {"status": N, "retryAfter": "...", "body": "..."} or {"error": "..."}. fetch writes the
 // whole body before it reads the answer and sends no Expect header.
 import { readFileSync } from 'node:fs';
 
 const spec = JSON.parse(process.argv[2]);
-const data = readFileSync(spec.file);
+const data = spec.file ? readFileSync(spec.file) : null;
 let body;
-if (spec.mode === 'multipart') {
+if (spec.mode === 'json') {
+  body = JSON.stringify(spec.json);
+  spec.headers = { ...spec.headers, 'Content-Type': 'application/json' };
+} else if (spec.mode === 'multipart') {
   body = new FormData();
   for (const [k, v] of Object.entries(spec.fields ?? {})) body.append(k, v);
   body.append('file', new Blob([data], { type: spec.fileType }), 'photo.jpg');

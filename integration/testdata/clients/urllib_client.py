@@ -1,5 +1,5 @@
 """Sends one request described by the JSON in argv[1] with Python's
-urllib, the way a script would, and prints {"status": N, "retryAfter": "...", "body": "..."} or
+urllib (a multipart body, the file, or spec["json"]), the way a script would, and prints {"status": N, "retryAfter": "...", "body": "..."} or
 {"error": "..."}. urllib writes the whole body before it reads the answer
 and sends no Expect header."""
 import json
@@ -8,10 +8,15 @@ import urllib.error
 import urllib.request
 
 spec = json.loads(sys.argv[1])
-with open(spec["file"], "rb") as f:
-    data = f.read()
+data = b""
+if spec.get("file"):
+    with open(spec["file"], "rb") as f:
+        data = f.read()
 headers = dict(spec.get("headers") or {})
-if spec["mode"] == "multipart":
+if spec["mode"] == "json":
+    data = json.dumps(spec["json"]).encode()
+    headers["Content-Type"] = "application/json"
+elif spec["mode"] == "multipart":
     b = "pyclientboundary7MA4YWxkTrZu0gW"
     parts = []
     for k, v in (spec.get("fields") or {}).items():
