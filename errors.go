@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Error codes of the JSON error envelope. The README's table says when
@@ -44,6 +46,9 @@ type apiError struct {
 	// Header holds extra response headers (Allow, WWW-Authenticate).
 	Header http.Header
 	cause  error
+	// counter, if set, counts the answer when it is given (refuse): a
+	// refusal decided deep in a transfer may still yield to another.
+	counter prometheus.Counter
 }
 
 func (e *apiError) Error() string {

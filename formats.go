@@ -9,10 +9,11 @@ import (
 )
 
 // The delivery rules (format_checks): an upload's bytes pass through a
-// media.Probe on their way to Meta. The file's first bytes, read before
-// the request to Meta is made, are probed first, so that a rule the
-// headers already break (most images, stickers and voice notes) is
-// answered without a connection to Meta. Then every later read from the
+// media.Probe on their way to Meta. The file's first bytes (the 3 KiB
+// read for sniffing, before the request to Meta is made) are probed
+// first, so that a rule they already break (a PNG's or an Ogg file's, a
+// sticker's canvas, a JPEG's frame when no large EXIF block comes first)
+// is answered without a connection to Meta. Then every later read from the
 // client goes through the probe before the transport takes it: the read
 // that shows a violation is never handed on, the request to Meta fails
 // there, short of its end, and Meta, whose multipart body never closed,
@@ -41,12 +42,12 @@ func (h *Handler) checkFormat(mimeType string, size int64, head []byte) (*probeR
 	return &probeReader{p: p, skip: int64(len(head))}, nil
 }
 
-// notDeliverable is the answer to a file that breaks rule v, counted.
+// notDeliverable is the answer to a file that breaks rule v, counted by
+// rule when it is given.
 func notDeliverable(v *media.Violation) *apiError {
-	metrics.undeliverable.WithLabelValues(v.Rule).Inc()
 	details, _ := json.Marshal(map[string]string{"rule": v.Rule})
 	ae := newError(http.StatusUnprocessableEntity, codeNotDeliverable, v.Error())
-	ae.Details = details
+	ae.Details, ae.counter = details, metrics.undeliverable.WithLabelValues(v.Rule)
 	return ae
 }
 

@@ -168,3 +168,27 @@ func TestFormatChecksStickerSizes(t *testing.T) {
 		assert.Empty(t, settledUploads(t, e))
 	}
 }
+
+// A refusal is counted when it is the answer: a client that stalls
+// before its body ends is answered 408, whatever its bytes broke, and the
+// rule's count does not move.
+func TestFormatChecksCountedWhenAnswered(t *testing.T) {
+	e := newEnv(t, shortStall)
+	src, err := fixtures.FormatFile("image-12bit.jpg")
+	require.NoError(t, err)
+	app1 := append([]byte{0xFF, 0xE1, 0x28, 0x02}, make([]byte, 0x2800)...) // 10 KiB of metadata before the frame
+	data := append(append(append([]byte{}, src[:2]...), app1...), src[2:]...)
+	pr, pw := io.Pipe()
+	go func() { _, _ = pw.Write(data) }() // the body never ends
+	defer pw.Close()
+	counter := metrics.undeliverable.WithLabelValues(media.RuleImageBitDepth)
+	before := testutil.ToFloat64(counter)
+	a := e.do(e.rawUpload(tokPremium, pr, map[string]string{"X-Phone-Number-Id": phoneA, "Content-Type": "image/jpeg"}))
+	assert.Equal(t, 408, a.Status, a.Raw)
+	assert.Equal(t, before, testutil.ToFloat64(counter))
+	assert.Empty(t, settledUploads(t, e))
+	// The same file, whole: 422, counted once.
+	a = uploadWays["raw, chunked, X-Upload-Type"](e, "a.jpg", "image/jpeg", data)
+	assert.Equal(t, 422, a.Status, a.Raw)
+	assert.Equal(t, before+1, testutil.ToFloat64(counter))
+}

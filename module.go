@@ -512,6 +512,9 @@ func (h *Handler) serveRoute(w http.ResponseWriter, r *http.Request, route route
 // (linger.go).
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, body *watchedBody, ae *apiError) {
 	h.logAnswer(r, ae)
+	if ae.counter != nil {
+		ae.counter.Inc()
+	}
 	setErrorVar(r, ae.Code)
 	h.answerAndLinger(w, r, body, ae)
 }

@@ -105,8 +105,9 @@ func checkOriginURL(u *url.URL) *apiError {
 }
 
 func urlInvalid(reason, msg string) *apiError {
-	metrics.urlRefusals.WithLabelValues(reason).Inc()
-	return newError(http.StatusBadRequest, codeURLInvalid, msg)
+	ae := newError(http.StatusBadRequest, codeURLInvalid, msg)
+	ae.counter = metrics.urlRefusals.WithLabelValues(reason)
+	return ae
 }
 
 // originFetch is the fetch of one upload's file: its answer, and the
@@ -155,12 +156,14 @@ func originError(ctx context.Context, err error) *apiError {
 	var netErr net.Error
 	switch {
 	case errors.As(err, &refused):
-		metrics.urlRefusals.WithLabelValues(refused.Reason).Inc()
-		return newError(http.StatusForbidden, codeURLForbidden,
+		ae := newError(http.StatusForbidden, codeURLForbidden,
 			"The URL leads to an address uploads may not fetch from ("+strings.ReplaceAll(refused.Reason, "_", " ")+")").withCause(err)
+		ae.counter = metrics.urlRefusals.WithLabelValues(refused.Reason)
+		return ae
 	case errors.As(err, &redirect):
-		metrics.urlRefusals.WithLabelValues("redirect").Inc()
-		return newError(http.StatusForbidden, codeURLForbidden, "The URL redirects to a URL uploads may not fetch: "+redirect.ae.Message).withCause(err)
+		ae := newError(http.StatusForbidden, codeURLForbidden, "The URL redirects to a URL uploads may not fetch: "+redirect.ae.Message).withCause(err)
+		ae.counter = metrics.urlRefusals.WithLabelValues("redirect")
+		return ae
 	case errors.Is(err, errTooManyRedirects):
 		metrics.urlFetches.WithLabelValues("redirects").Inc()
 		return newError(http.StatusBadGateway, codeURLFetchFailed, "The URL redirects more than "+strconv.Itoa(maxOriginRedirects)+" times").withCause(err)

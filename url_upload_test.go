@@ -10,7 +10,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -257,4 +259,14 @@ func TestURLUploadsOff(t *testing.T) {
 	a := e.urlUpload(map[string]string{"phoneNumberId": phoneA, "url": o.URL + "/a.jpg"}, map[string]string{"X-Phone-Number-Id": phoneA})
 	assert.Equal(t, 415, a.Status, a.Raw)
 	assert.Zero(t, o.hits.Load())
+}
+
+// An origin that does not answer within response_timeout: 504.
+func TestURLUploadOriginSlowToAnswer(t *testing.T) {
+	e := newEnv(t, allowLoopback, func(h *Handler) { h.ResponseTimeout = caddy.Duration(300 * time.Millisecond) })
+	o := startOrigin(t, "", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	a := e.urlUpload(map[string]string{"phoneNumberId": phoneA, "url": o.URL + "/late.jpg"}, nil)
+	assert.Equal(t, 504, a.Status, a.Raw)
+	assert.Equal(t, codeUpstreamTimeout, a.Error)
+	assert.Empty(t, e.emu.Requests())
 }

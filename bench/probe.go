@@ -23,7 +23,8 @@ import (
 // takes on each (the process's threads' CPU time, over a batch), and
 // their ratio. The video's
 // moov box comes after its media data, so that the probe walks the whole
-// file before its verdict: the most work it does for any file.
+// file before its verdict: the most work a real video asks of it (a file
+// of tiny headers is given up on, BenchmarkProbe).
 
 // probeEach is how many uploads a batch makes on each gateway, and
 // probeSeconds how long the profile of the checks-on gateway lasts (1 and

@@ -254,7 +254,7 @@ func (p *Probe) mp4Judge() {
 	}
 	switch string(t.handler[:]) {
 	case "vide":
-		if c := string(t.codec[:]); c != "avc1" && c != "avc3" {
+		if c := string(t.codec[:]); c != "avc1" && c != "avc2" && c != "avc3" && c != "avc4" {
 			p.refuse(RuleVideoCodec, "video codec "+fourCC(t.codec), "WhatsApp delivers H.264 only")
 		}
 	case "soun":

@@ -336,16 +336,46 @@ func BenchmarkProbe(b *testing.B) {
 		file, err := fixtures.Video(size)
 		require.NoError(b, err)
 		b.Run(strconv.Itoa(size/1_000_000)+"MB", func(b *testing.B) {
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			for i := 0; i < b.N; i++ {
-				p := NewProbe("video/mp4", int64(size))
-				for off := 0; off < len(file); off += 32 << 10 {
-					if _, err := p.Write(file[off:min(off+32<<10, len(file))]); err != nil {
-						b.Fatal(err)
-					}
-				}
-			}
+			benchProbe(b, file)
 		})
 	}
+	// A hostile file: 16 MB of empty 8-byte boxes, a header every 8 bytes.
+	// The probe gives up after maxSteps of them.
+	hostile := append(box("ftyp", []byte("isom\x00\x00\x02\x00")), bytes.Repeat(box("free"), 2_000_000)...)
+	b.Run("16MB-of-8-byte-boxes", func(b *testing.B) { benchProbe(b, hostile) })
+}
+
+func benchProbe(b *testing.B, file []byte) {
+	b.SetBytes(int64(len(file)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		p := NewProbe("video/mp4", int64(len(file)))
+		for off := 0; off < len(file); off += 32 << 10 {
+			if _, err := p.Write(file[off:min(off+32<<10, len(file))]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// A file of thousands of tiny headers is given up on (Meta decides), so
+// that no file keeps the probe busy for long.
+func TestProbeStepBound(t *testing.T) {
+	ftyp := box("ftyp", []byte("isom\x00\x00\x02\x00"))
+	frees := bytes.Repeat(box("free"), 2*maxSteps)
+	p := NewProbe("video/mp4", -1)
+	_, err := p.Write(append(append(ftyp, frees...), box("moov", track("vide", "hvc1"))...))
+	assert.NoError(t, err, "judged past the bound")
+	assert.LessOrEqual(t, p.steps, maxSteps+1)
+	jpeg := append([]byte{0xFF, 0xD8}, bytes.Repeat([]byte{0xFF}, 3*maxSteps)...)
+	p = NewProbe("image/jpeg", -1)
+	_, err = p.Write(append(jpeg, 0xC0, 0, 11, 12, 0, 16, 0, 16, 1, 0, 0, 0))
+	assert.NoError(t, err)
+	// Within the bound, a hundred tracks are judged.
+	var tracks []byte
+	for i := 0; i < 100; i++ {
+		tracks = append(tracks, track("vide", "avc1")...)
+	}
+	v, _ := probeAll("video/mp4", -1, append(ftyp, box("moov", tracks, track("vide", "hvc1"))...), 4096)
+	assert.Equal(t, RuleVideoCodec, rule(v))
 }
