@@ -97,6 +97,7 @@ var (
 	errClientStalled     = newError(http.StatusRequestTimeout, codeRequestTimeout, "The upload stalled: no bytes arrived for too long")
 	errOriginTimeout     = newError(http.StatusGatewayTimeout, codeUpstreamTimeout, "The URL did not answer in time")
 	errOriginStalled     = newError(http.StatusGatewayTimeout, codeUpstreamTimeout, "The URL stopped sending the file: no bytes arrived for too long")
+	errOriginCut         = newError(http.StatusBadGateway, codeURLFetchFailed, "The URL's answer ended before the whole file was sent")
 	errBadPhoneID        = validationError("phoneNumberId must be a Meta phone number id (digits only)")
 	errEmptyFile         = validationError("The file is empty")
 	// errClientClosed stands for any refusal of a request whose client

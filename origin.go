@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +62,9 @@ func newOriginFetcher(guard *netguard.Guard, dialTimeout, responseTimeout time.D
 			if ae := checkOriginURL(req.URL); ae != nil {
 				return &redirectRefusal{ae}
 			}
+			// Go's client names the previous URL, a signed one say, to the
+			// next host: not this one.
+			req.Header.Del("Referer")
 			return nil
 		},
 	}}
@@ -135,7 +139,9 @@ func (f *originFetcher) get(ctx context.Context, u *url.URL) (*originFetch, *api
 		cancel()
 		return nil, ae
 	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNonAuthoritativeInfo {
+		// Anything else is not the whole file: an error, a redirect past
+		// the bound, 204 No Content, a 206 part of it.
 		drainClose(resp)
 		cancel()
 		metrics.urlFetches.WithLabelValues("status").Inc()
@@ -143,6 +149,15 @@ func (f *originFetcher) get(ctx context.Context, u *url.URL) (*originFetch, *api
 			http.StatusText(resp.StatusCode))
 		ae.Details = []byte(`{"status":` + strconv.Itoa(resp.StatusCode) + `}`)
 		return nil, ae
+	}
+	if resp.ContentLength < 0 && !slices.Contains(resp.TransferEncoding, "chunked") {
+		// Delimited by the connection's close: a file cut short could not
+		// be told from a whole one.
+		drainClose(resp)
+		cancel()
+		metrics.urlFetches.WithLabelValues("failed").Inc()
+		return nil, newError(http.StatusBadGateway, codeURLFetchFailed,
+			"The URL's answer has neither a Content-Length nor chunked framing: a file cut short could not be told from a whole one")
 	}
 	metrics.urlFetches.WithLabelValues("ok").Inc()
 	return &originFetch{resp: resp, cancel: cancel}, nil

@@ -195,15 +195,17 @@ type clientFile struct {
 	guard   *stallGuard
 	stalled atomic.Bool // the client stalled, not Meta
 	// stallAnswer answers a stalled source: errClientStalled for the
-	// client, the origin's timeout for an upload from a URL.
+	// client, the origin's timeout for an upload from a URL; readFailed a
+	// source whose read failed: the client's body, or the origin's.
 	stallAnswer *apiError
+	readFailed  func(error) *apiError
 }
 
 func (h *Handler) newClientFile(w http.ResponseWriter, u metaUpload, limit int64, cancel func(), probe *probeReader) *clientFile {
-	c := &clientFile{body: newTransportBody(), stallAnswer: errClientStalled}
+	c := &clientFile{body: newTransportBody(), stallAnswer: errClientStalled, readFailed: clientBodyError}
 	c.body.release = func() { _ = http.NewResponseController(w).SetReadDeadline(time.Now()) }
 	if u.origin != nil {
-		c.body.release, c.stallAnswer = u.origin.cancel, errOriginStalled
+		c.body.release, c.stallAnswer, c.readFailed = u.origin.cancel, errOriginStalled, originBodyError
 	}
 	c.guard = newStallGuard(time.Duration(h.StallTimeout), func() {
 		if c.body.reading.Load() {
@@ -252,7 +254,7 @@ func (c *clientFile) end(w http.ResponseWriter, size int64, wait time.Duration, 
 	if errors.As(err, &ae) {
 		return false, ae
 	}
-	return false, clientBodyError(err)
+	return false, c.readFailed(err)
 }
 
 // clientBodyError answers a request whose body could not be read: it

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/avenping/caddy-whatsapp-media/internal/media"
 )
@@ -57,6 +58,9 @@ func (h *Handler) uploadFromURL(w http.ResponseWriter, r *http.Request, acct *Ac
 	if ae != nil {
 		return ae
 	}
+	if ae := checkURLType(req.Type); ae != nil {
+		return ae // before the fetch: nothing the origin sends could help
+	}
 	origin, ae := h.origins.get(r.Context(), u)
 	if ae != nil {
 		return ae
@@ -73,7 +77,11 @@ func (h *Handler) uploadFetched(w http.ResponseWriter, r *http.Request, acct *Ac
 	if resp.ContentLength == 0 {
 		return errEmptyFile
 	}
-	br := sniffReaders.get(resp.Body)
+	// Until the transfer's own stall guard takes over, this one watches
+	// the origin's first bytes, read to tell the file's type.
+	gb := &guardedBody{ReadCloser: resp.Body}
+	gb.guard = newStallGuard(time.Duration(h.StallTimeout), origin.cancel)
+	br := sniffReaders.get(gb)
 	defer sniffReaders.put(br)
 	in := media.Inputs{
 		Override: req.Type,
@@ -82,15 +90,39 @@ func (h *Handler) uploadFetched(w http.ResponseWriter, r *http.Request, acct *Ac
 		Head:     peeker(br),
 	}
 	mimeType, ae := resolveFileType(in, br, resp.ContentLength > 0)
-	if ae == errBadOverrideMIME {
-		ae = errBadTypeField // the JSON's type is the override here
+	if ae == nil {
+		if limit, tooLarge := h.sizeLimit(mimeType); resp.ContentLength > limit {
+			ae = tooLarge // before the head is read
+		} else {
+			in.Head() // read under this guard; sendToMeta finds it buffered
+		}
 	}
+	gb.guard.stop()
+	if gb.guard.fired() {
+		return errOriginStalled
+	}
+	gb.guard = nil
 	if ae != nil {
 		return ae
 	}
 	return h.sendToMeta(w, r, acct, metaUpload{phone: phone, head: in.Head, origin: origin, file: metaFile{
 		mimeType: mimeType, filename: in.Filename, body: br, size: resp.ContentLength,
 	}})
+}
+
+// checkURLType refuses a type that names neither a media kind nor a type
+// WhatsApp accepts (400, 415), as it would be refused after the fetch.
+func checkURLType(t string) *apiError {
+	if strings.TrimSpace(t) == "" || media.Kind(t) != "" {
+		return nil
+	}
+	if _, ae := resolveMIME(media.Inputs{Override: t}); ae != nil && ae != errUndeterminedType {
+		if ae == errBadOverrideMIME {
+			return errBadTypeField // the JSON's type is the override here
+		}
+		return ae
+	}
+	return nil
 }
 
 // originFilename is the file's name: the caller's, else the origin's
@@ -110,3 +142,6 @@ func originFilename(given, disposition string, u *url.URL) string {
 	}
 	return media.SanitizeFilename(name)
 }
+
+// originBodyError answers an upload whose origin's answer broke off.
+func originBodyError(err error) *apiError { return errOriginCut.withCause(err) }

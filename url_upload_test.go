@@ -134,6 +134,30 @@ func TestURLUploadRefusals(t *testing.T) {
 			_, _ = w.Write(jpeg) // the rest never comes: the length alone refuses it
 		case "/empty":
 			serveFile(nil, "image/jpeg", "")(w, r)
+		case "/partial":
+			w.Header().Set("Content-Range", "bytes 0-99/"+strconv.Itoa(len(jpeg)))
+			w.Header().Set("Content-Type", "image/jpeg")
+			w.WriteHeader(http.StatusPartialContent)
+			_, _ = w.Write(jpeg[:100])
+		case "/nothing":
+			w.WriteHeader(http.StatusNoContent)
+		case "/close", "/cut", "/short":
+			// Hijacked, to write what net/http's server never would.
+			conn, bw, _ := http.NewResponseController(w).Hijack()
+			defer conn.Close()
+			switch r.URL.Path {
+			case "/close":
+				_, _ = bw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n\r\n")
+				_, _ = bw.Write(jpeg[:len(jpeg)/2])
+			case "/cut":
+				_, _ = bw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n")
+				_, _ = bw.WriteString(strconv.FormatInt(int64(len(jpeg)), 16) + "\r\n")
+				_, _ = bw.Write(jpeg[:len(jpeg)/2])
+			default:
+				_, _ = bw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: " + strconv.Itoa(len(jpeg)) + "\r\n\r\n")
+				_, _ = bw.Write(jpeg[:len(jpeg)/2])
+			}
+			_ = bw.Flush()
 		default:
 			serveFile(jpeg, "image/jpeg", "")(w, r)
 		}
@@ -169,7 +193,10 @@ func TestURLUploadRefusals(t *testing.T) {
 		{"unspecified", "http://0.0.0.0:" + refusedPort + "/a.jpg", 403, codeURLForbidden},
 		{"redirect to a refused address", redirects(0, "http://127.0.0.2:"+refusedPort+"/a.jpg").URL + "/r", 403, codeURLForbidden},
 		{"redirect to another scheme", redirects(0, "ftp://127.0.0.1/a.jpg").URL + "/r", 403, codeURLForbidden},
-		{"four redirects", redirects(4, files.URL+"/a.jpg").URL + "/r", 502, codeURLFetchFailed},
+		{"four redirects", redirects(3, files.URL+"/a.jpg").URL + "/r", 502, codeURLFetchFailed},
+		{"an origin 206", files.URL + "/partial", 502, codeURLFetchFailed},
+		{"an origin 204", files.URL + "/nothing", 502, codeURLFetchFailed},
+		{"delimited by the close", files.URL + "/close", 502, codeURLFetchFailed},
 		{"origin 404", files.URL + "/missing", 502, codeURLFetchFailed},
 		{"declared too large", files.URL + "/huge", 413, codePayloadTooLarge},
 		{"an executable served as image/jpeg", files.URL + "/exe", 415, codeUnsupportedType},
@@ -184,7 +211,35 @@ func TestURLUploadRefusals(t *testing.T) {
 			assert.Empty(t, e.emu.Requests(), "a request reached Meta")
 		})
 	}
+	// An answer cut short is found out while it streams: Meta may have
+	// had the start of the upload, and completes nothing.
+	for _, path := range []string{"/short", "/cut"} {
+		t.Run("cut short: "+path, func(t *testing.T) {
+			e := newEnv(t, allowLoopback)
+			a := e.urlUpload(map[string]string{"phoneNumberId": phoneA, "url": files.URL + path}, nil)
+			assert.Equal(t, 502, a.Status, a.Raw)
+			assert.Equal(t, codeURLFetchFailed, a.Error)
+			assert.Empty(t, settledUploads(t, e), "Meta completed an upload")
+		})
+	}
 	assert.Zero(t, refused.hits.Load(), "a refused origin saw a request")
+	t.Run("a bad type is refused before the fetch", func(t *testing.T) {
+		before := files.hits.Load()
+		for typ, status := range map[string]int{"picture": 400, "image/gif": 415} {
+			a := e.urlUpload(map[string]string{"phoneNumberId": phoneA, "url": files.URL + "/a.jpg", "type": typ}, nil)
+			assert.Equal(t, status, a.Status, a.Raw)
+		}
+		assert.Equal(t, before, files.hits.Load())
+	})
+	t.Run("no Referer after a redirect", func(t *testing.T) {
+		target := startOrigin(t, "", serveFile(jpeg, "image/jpeg", ""))
+		o := startOrigin(t, "", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, target.URL+"/a.jpg", http.StatusFound)
+		})
+		e.emu.Reset()
+		e.checkStored(e.urlUpload(map[string]string{"phoneNumberId": phoneA, "url": o.URL + "/?sig=secret"}, nil), jpeg, "image/jpeg")
+		assert.Empty(t, target.last.Load().Header.Get("Referer"))
+	})
 	t.Run("without the allow, loopback however named", func(t *testing.T) {
 		strict := newEnv(t)
 		before := files.hits.Load()
@@ -228,6 +283,22 @@ func TestURLUploadRefusals(t *testing.T) {
 			assert.NotEmpty(t, a.Message)
 		})
 	}
+}
+
+// An origin that sends its headers, then stops before the bytes that
+// tell the file's type: 504 once stall_timeout passes.
+func TestURLUploadOriginStallsBeforeItsHead(t *testing.T) {
+	e := newEnv(t, allowLoopback, shortStall)
+	o := startOrigin(t, "", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "10000") // no type: the bytes must tell it
+		_, _ = w.Write(fixtures.JPEG(100))
+		http.NewResponseController(w).Flush()
+		<-r.Context().Done()
+	})
+	a := e.urlUpload(map[string]string{"phoneNumberId": phoneA, "url": o.URL + "/blob"}, nil)
+	assert.Equal(t, 504, a.Status, a.Raw)
+	assert.Equal(t, codeUpstreamTimeout, a.Error)
+	assert.Empty(t, e.emu.Requests())
 }
 
 // An origin that stops sending: 504 once stall_timeout passes, and Meta

@@ -52,13 +52,20 @@ var refused = []struct {
 	{netip.MustParsePrefix("fec0::/10"), "site_local"},
 	{netip.MustParsePrefix("100::/64"), "reserved"}, // discard
 	{netip.MustParsePrefix("2001:db8::/32"), "reserved"},
+	{netip.MustParsePrefix("3fff::/20"), "reserved"},      // documentation (RFC 9637)
+	{netip.MustParsePrefix("2001:2::/48"), "reserved"},    // benchmarking
+	{netip.MustParsePrefix("2001:10::/28"), "reserved"},   // ORCHID
+	{netip.MustParsePrefix("2001:20::/28"), "reserved"},   // ORCHIDv2
+	{netip.MustParsePrefix("5f00::/16"), "reserved"},      // SRv6 SIDs
+	{netip.MustParsePrefix("192.88.99.0/24"), "reserved"}, // the 6to4 relay anycast
 }
 
 var (
-	nat64   = netip.MustParsePrefix("64:ff9b::/96") // RFC 6052: the IPv4 address in the last 32 bits
-	sixTo4  = netip.MustParsePrefix("2002::/16")    // RFC 3056: the IPv4 address in bits 16 to 47
-	teredo  = netip.MustParsePrefix("2001::/32")    // RFC 4380: the client's address, obfuscated
-	v4Wrap6 = netip.MustParsePrefix("::/96")        // IPv4-compatible, deprecated
+	nat64   = netip.MustParsePrefix("64:ff9b::/96")    // RFC 6052: the IPv4 address in the last 32 bits
+	v4Trans = netip.MustParsePrefix("::ffff:0:0:0/96") // IPv4-translated (RFC 6145): the same
+	sixTo4  = netip.MustParsePrefix("2002::/16")       // RFC 3056: the IPv4 address in bits 16 to 47
+	teredo  = netip.MustParsePrefix("2001::/32")       // RFC 4380: the client's address, obfuscated
+	v4Wrap6 = netip.MustParsePrefix("::/96")           // IPv4-compatible, deprecated
 )
 
 // Check returns nil when a may be dialed, else why not.
@@ -118,7 +125,7 @@ func embedded(a netip.Addr) (netip.Addr, bool) {
 	switch {
 	case !a.Is6():
 		return netip.Addr{}, false
-	case nat64.Contains(a):
+	case nat64.Contains(a), v4Trans.Contains(a):
 		return netip.AddrFrom4([4]byte(b[12:16])), true
 	case sixTo4.Contains(a):
 		return netip.AddrFrom4([4]byte(b[2:6])), true

@@ -53,6 +53,15 @@ func TestCheck(t *testing.T) {
 		"::7f00:1":                      "reserved", // IPv4-compatible
 		"2001:db8::1":                   "reserved",
 		"100::1":                        "reserved",
+		"::ffff:0:7f00:1":               "loopback", // IPv4-translated
+		"::ffff:0:a00:1":                "private",
+		"3fff::1":                       "reserved",
+		"2001:2::1":                     "reserved",
+		"2001:10::1":                    "reserved",
+		"2001:20::1":                    "reserved",
+		"5f00::1":                       "reserved",
+		"192.88.99.1":                   "reserved",
+		"::ffff:0:808:808":              "",
 		"93.184.215.14":                 "",
 		"8.8.8.8":                       "",
 		"172.32.0.1":                    "",
