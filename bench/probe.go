@@ -191,18 +191,5 @@ func uploadVideo(client *http.Client, c contender, mode string, data []byte) err
 		_ = mw.Close()
 		body, ct = &buf, mw.FormDataContentType()
 	}
-	req, _ := http.NewRequest(http.MethodPost, c.base+"/v2/media/upload", body)
-	req.Header.Set("Content-Type", ct)
-	req.Header.Set("X-Phone-Number-Id", phone)
-	req.Header.Set("Authorization", "Bearer "+apiToken)
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	answer, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("status %d: %s", resp.StatusCode, answer)
-	}
-	return nil
+	return postUpload(client, c, body, ct)
 }

@@ -73,6 +73,12 @@ func uploadKind(client *http.Client, c contender, kind string, data []byte, url 
 		b, _ := json.Marshal(map[string]string{"phoneNumberId": phone, "url": url})
 		body, ct = bytes.NewReader(b), "application/json"
 	}
+	return postUpload(client, c, body, ct)
+}
+
+// postUpload sends an upload of type ct to the gateway c, and checks that
+// it was answered 200.
+func postUpload(client *http.Client, c contender, body io.Reader, ct string) error {
 	req, _ := http.NewRequest(http.MethodPost, c.base+"/v2/media/upload", body)
 	req.Header.Set("Content-Type", ct)
 	req.Header.Set("X-Phone-Number-Id", phone)

@@ -208,8 +208,13 @@ type uploadAnswer struct {
 }
 
 func gatewayBlock(graphURL, appAddr, extra string) func(string) string {
-	return func(string) string {
-		return fmt.Sprintf(`	whatsapp_media {
+	return func(string) string { return mediaBlock(graphURL, extra) + "\n\treverse_proxy " + appAddr }
+}
+
+// mediaBlock is the whatsapp_media directive of gatewayBlock, with the
+// extra options, for a site that has another before or after it.
+func mediaBlock(graphURL, extra string) string {
+	return fmt.Sprintf(`	whatsapp_media {
 		graph_url %s
 		%s
 		accounts static {
@@ -220,9 +225,7 @@ func gatewayBlock(graphURL, appAddr, extra string) func(string) string {
 				phone_numbers %s
 			}
 		}
-	}
-	reverse_proxy %s`, graphURL, extra, fixtures.SHA256Hex([]byte(apiToken)), phone, appAddr)
-	}
+	}`, graphURL, extra, fixtures.SHA256Hex([]byte(apiToken)), phone)
 }
 
 // TestEndToEndSeedUploads runs the public docs' two upload examples, with

@@ -29,8 +29,8 @@ func TestEndToEndFormatChecks(t *testing.T) {
 	t.Setenv("E2E_META_TOKEN", metaToken)
 	emu, graphURL := startEmulator(t)
 	admin := "127.0.0.1:" + fixtures.FreePort(t)
-	site := gatewayBlock(graphURL, startApp(t), "")("") + "\n" + strings.Replace(
-		gatewayBlock(graphURL, "", "path_prefix /unchecked/media\n\t\tformat_checks off")(""), "reverse_proxy", "# ", 1)
+	site := mediaBlock(graphURL, "path_prefix /unchecked/media\n\t\tformat_checks off") + "\n" +
+		gatewayBlock(graphURL, startApp(t), "")("")
 	p := startCaddyWith(t, "admin "+admin+"\n\tmetrics", site)
 	clients, _ := filepath.Abs("testdata/clients")
 

@@ -65,8 +65,8 @@ func TestEndToEndURLUploads(t *testing.T) {
 	_, originPort, _ := net.SplitHostPort(origin.Listener.Addr().String())
 	_, refusedPort, _ := net.SplitHostPort(ln.Addr().String())
 
-	site := gatewayBlock(graphURL, startApp(t), "url_fetch_allow 127.0.0.1/32")("") + "\n" + strings.Replace(
-		gatewayBlock(graphURL, "", "path_prefix /strict/media")(""), "reverse_proxy", "# ", 1)
+	site := mediaBlock(graphURL, "path_prefix /strict/media") + "\n" +
+		gatewayBlock(graphURL, startApp(t), "url_fetch_allow 127.0.0.1/32")("")
 	p := startCaddy(t, func(string) string { return site })
 	clients, _ := filepath.Abs("testdata/clients")
 	send := func(t *testing.T, who, path string, body map[string]string) clientResult {
