@@ -106,7 +106,15 @@ func TestDemo(t *testing.T) {
 	sample := regexp.MustCompile(`sample mediaId\s+(\d+)`).FindStringSubmatch(out.String())
 	require.Len(t, sample, 2, "the demo names a media id that exists")
 	dir := t.TempDir()
-	for _, cmd := range printedCommands(t, out.String()) {
+	commands := printedCommands(t, out.String())
+	uploads := 0
+	for _, cmd := range commands {
+		if strings.Contains(cmd, "/upload") {
+			uploads++
+		}
+	}
+	assert.Equal(t, 3, uploads, "multipart, raw and from a URL")
+	for _, cmd := range commands {
 		res := runShell(t, dir, cmd)
 		switch {
 		case strings.Contains(cmd, "/upload"):
@@ -120,7 +128,7 @@ func TestDemo(t *testing.T) {
 		case strings.Contains(cmd, "/purge"):
 			assert.JSONEq(t, `{"purged": 0, "caches": 0}`, res, cmd)
 		case strings.Contains(cmd, "/metrics"):
-			assert.Contains(t, res, `caddy_whatsapp_media_requests_total{code="OK",route="upload",status="200"} 2`, cmd)
+			assert.Contains(t, res, `caddy_whatsapp_media_requests_total{code="OK",route="upload",status="200"} 3`, cmd)
 		}
 	}
 
@@ -150,7 +158,7 @@ func printedCommands(t *testing.T, out string) []string {
 			cur.Reset()
 		}
 	}
-	require.Len(t, cmds, 5, "upload twice, download, purge, metrics")
+	require.Len(t, cmds, 6, "upload three ways, download, purge, metrics")
 	return cmds
 }
 

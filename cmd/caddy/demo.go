@@ -71,6 +71,7 @@ http://:{{.Port}} {
 	{{if .Bind}}bind {{.Bind}}{{end}}
 	whatsapp_media {
 		graph_url {{.GraphURL}}
+		{{if .LoopbackOrigins}}url_fetch_allow 127.0.0.1/32{{end}}
 		accounts static {
 			account demo {
 				token         {{.Token}}
@@ -171,8 +172,14 @@ func runDemo(fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
+	// The sample photo at a URL, for an upload from a URL.
+	photoURL, stopFiles, err := serveFile(photo, "photo.jpg", "image/jpeg")
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	defer stopFiles()
 
-	printDemo(addrs, graphURL, photo, mediaID)
+	printDemo(addrs, graphURL, photo, photoURL, mediaID)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -222,12 +229,32 @@ func addSampleMedia(emu *metaemu.Server, photo string) (string, error) {
 	return emu.AddCustomerMedia(demoPhone, "image/jpeg", b)
 }
 
+// loopbackOrigins reports whether the demo lets uploads from a URL fetch
+// from loopback (its own file server): only when the gateway listens on
+// loopback itself, so that no one beyond the machine can make it fetch
+// from the machine's own services. No production config should.
+func loopbackOrigins(a demoAddrs) bool { return a.bind == "127.0.0.1" || a.bind == "::1" }
+
+// serveFile serves the file at path as /name, on a free loopback port.
+func serveFile(path, name, typ string) (string, func(), error) {
+	u, stop, err := serveLoopback(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/"+name {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", typ)
+		http.ServeFile(w, r, path)
+	}))
+	return u + "/" + name, stop, err
+}
+
 // loadDemoConfig runs Caddy with the demo's config.
 func loadDemoConfig(a demoAddrs, graphURL, appAddr string) error {
 	var cf bytes.Buffer
 	err := demoCaddyfile.Execute(&cf, map[string]string{
 		"Admin": a.admin, "Port": a.port, "Bind": a.bind, "GraphURL": graphURL, "AppAddr": appAddr,
 		"Token": demoToken, "DeveloperToken": demoDeveloperToken, "MetaToken": demoMetaToken, "Phone": demoPhone,
+		"LoopbackOrigins": map[bool]string{true: "yes"}[loopbackOrigins(a)],
 	})
 	if err != nil {
 		return err
@@ -245,8 +272,21 @@ func loadDemoConfig(a demoAddrs, graphURL, appAddr string) error {
 	return caddy.Load(cfgJSON, true)
 }
 
+// printURLUpload prints the command that uploads the sample photo from
+// the demo's file server.
+func printURLUpload(base, photoURL string) {
+	fmt.Printf(`
+Upload from a URL (the demo's file server, on loopback, which the demo's
+url_fetch_allow opens; a production gateway fetches public addresses only):
+  curl -sS -X POST "%s/v2/media/upload" \
+    -H "Authorization: Bearer %s" \
+    -H "Content-Type: application/json" \
+    -d '{"phoneNumberId": "%s", "url": "%s"}'
+`, base, demoToken, demoPhone, photoURL)
+}
+
 // printDemo prints the demo's values and commands to try.
-func printDemo(a demoAddrs, graphURL, photo, mediaID string) {
+func printDemo(a demoAddrs, graphURL, photo, photoURL, mediaID string) {
 	host := a.bind
 	if host == "" {
 		host = "localhost"
@@ -284,6 +324,9 @@ Download (the sample mediaId, or one an upload answered):
     -H "Authorization: Bearer %[3]s" \
     -o "photo-%[7]s.jpg"
 `, base, graphURL, demoToken, demoDeveloperToken, demoPhone, photo, mediaID)
+	if loopbackOrigins(a) {
+		printURLUpload(base, photoURL)
+	}
 	if a.admin != "off" {
 		fmt.Printf(`
 Caddy's admin endpoint: the purge endpoint, then the metrics. The demo's

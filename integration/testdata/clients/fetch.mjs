@@ -14,6 +14,7 @@ if (spec.mode === 'json') {
   body = new FormData();
   for (const [k, v] of Object.entries(spec.fields ?? {})) body.append(k, v);
   body.append('file', new Blob([data], { type: spec.fileType }), 'photo.jpg');
+  for (const [k, v] of Object.entries(spec.after ?? {})) body.append(k, v);
 } else {
   body = data;
 }

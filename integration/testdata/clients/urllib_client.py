@@ -23,6 +23,8 @@ elif spec["mode"] == "multipart":
         parts.append(f'--{b}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode())
     parts.append(f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="photo.jpg"\r\n'
                  f'Content-Type: {spec["fileType"]}\r\n\r\n'.encode() + data + b"\r\n")
+    for k, v in (spec.get("after") or {}).items():
+        parts.append(f'--{b}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode())
     parts.append(f"--{b}--\r\n".encode())
     data = b"".join(parts)
     headers["Content-Type"] = "multipart/form-data; boundary=" + b
