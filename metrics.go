@@ -115,11 +115,11 @@ func initMetrics() {
 		}
 		metrics.urlFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "url_fetches_total",
-			Help: "Fetches of uploads from a URL by result: ok, status (the origin answered other than 2xx), redirects, timeout, failed.",
+			Help: "Fetches of uploads from a URL by result: ok, status (the origin answered other than 200 or 203), redirects, timeout, failed.",
 		}, []string{"result"})
 		metrics.urlRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "url_refusals_total",
-			Help: "Uploads from a URL refused before any fetch, by reason: scheme, userinfo, malformed, redirect, or the refused address's range (loopback, private, link_local, ...).",
+			Help: "Uploads from a URL refused, by reason: scheme, userinfo, malformed (no fetch made), redirect (to such a URL), or the range of an address the guard refused to dial (loopback, private, link_local, ...).",
 		}, []string{"reason"})
 	})
 }

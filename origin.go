@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -135,7 +136,7 @@ func (f *originFetcher) get(ctx context.Context, u *url.URL) (*originFetch, *api
 	req.Header.Set("Accept", "*/*")
 	resp, err := f.client.Do(req)
 	if err != nil {
-		ae := originError(ctx, err)
+		ae := originError(ctx, redactURL(err))
 		cancel()
 		return nil, ae
 	}
@@ -161,6 +162,21 @@ func (f *originFetcher) get(ctx context.Context, u *url.URL) (*originFetch, *api
 	}
 	metrics.urlFetches.WithLabelValues("ok").Inc()
 	return &originFetch{resp: resp, cancel: cancel}, nil
+}
+
+// redactURL drops the query, fragment and user info from the URL that
+// net/http's client names in its errors, which go to the logs: a
+// presigned URL's query is a credential of the caller's.
+func redactURL(err error) error {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return err
+	}
+	shown := "a URL"
+	if u, perr := url.Parse(ue.URL); perr == nil {
+		shown = (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+	}
+	return fmt.Errorf("%s %s: %w", ue.Op, shown, ue.Err)
 }
 
 // originError answers a fetch that got no answer.

@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/avenping/caddy-whatsapp-media/internal/fixtures"
 )
@@ -340,4 +342,32 @@ func TestURLUploadOriginSlowToAnswer(t *testing.T) {
 	assert.Equal(t, 504, a.Status, a.Raw)
 	assert.Equal(t, codeUpstreamTimeout, a.Error)
 	assert.Empty(t, e.emu.Requests())
+}
+
+// A URL's query (a presigned URL's signature) is a credential of the
+// caller's: it reaches no log line, whatever the fetch's failure.
+func TestURLUploadLogsNoQuery(t *testing.T) {
+	e := newEnv(t, allowLoopback)
+	core, logs := observer.New(zap.DebugLevel)
+	e.h.logger = zap.New(core)
+	refused := startOrigin(t, "127.0.0.2:0", serveFile(nil, "image/jpeg", ""))
+	files := startOrigin(t, "", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/to-refused" {
+			http.Redirect(w, r, refused.URL+"/x?X-Amz-Signature=secret2", http.StatusFound)
+			return
+		}
+		http.NotFound(w, r)
+	})
+	closed := startOrigin(t, "", nil)
+	closed.Close() // nothing listens there now
+	for _, u := range []string{refused.URL + "/a.jpg?X-Amz-Signature=secret1", files.URL + "/to-refused?X-Amz-Signature=secret1",
+		files.URL + "/missing?X-Amz-Signature=secret1", closed.URL + "/a.jpg?X-Amz-Signature=secret1"} {
+		a := e.urlUpload(map[string]string{"phoneNumberId": phoneA, "url": u}, nil)
+		assert.Contains(t, []int{403, 502}, a.Status, a.Raw)
+		assert.NotContains(t, a.Raw, "secret")
+	}
+	require.NotEmpty(t, logs.All())
+	for _, line := range logEntries(logs) {
+		assert.NotContains(t, line, "secret", line)
+	}
 }

@@ -37,24 +37,7 @@ func TestClientsHearTooManyTransfers(t *testing.T) {
 		"X-Phone-Number-Id: %s\r\nContent-Length: %d\r\n\r\n", p.addr, apiToken, phone, 4<<20)
 	_, err = conn.Write(append([]byte(head), fixtures.JPEG(64<<10)...))
 	require.NoError(t, err)
-	stop := make(chan struct{})
-	trickled := make(chan struct{})
-	go func() {
-		defer close(trickled)
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for i := 0; i < 300; i++ { // at most 5 minutes
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if _, err := conn.Write([]byte{0}); err != nil {
-					return
-				}
-			}
-		}
-	}()
-	defer func() { close(stop); <-trickled }()
+	defer trickle(conn, time.Second, 1)()
 	require.Eventually(t, func() bool { return emu.InFlight() == 1 }, 10*time.Second, 5*time.Millisecond,
 		"the held upload reached Meta")
 
@@ -89,6 +72,28 @@ func TestClientsHearTooManyTransfers(t *testing.T) {
 	assert.Equal(t, 1, emu.InFlight())
 }
 
+// trickle writes n zero bytes to conn every period, for at most 5
+// minutes, until the function it returns is called (and returns).
+func trickle(conn net.Conn, every time.Duration, n int) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				if _, err := conn.Write(make([]byte, n)); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
 // TestClientsHearSpoolFullMidSpool: a file sent before phoneNumberId is
 // spooled, 1 MiB of spool_budget at a time; with another upload's file
 // holding 3 of the 4 MiB, a client's 3 MB file is cut off at its second
@@ -110,23 +115,7 @@ func TestClientsHearSpoolFullMidSpool(t *testing.T) {
 		"Content-Type: multipart/form-data; boundary=%s\r\nContent-Length: %d\r\n\r\n", p.addr, apiToken, boundary, 4<<20)
 	_, err = conn.Write(append([]byte(head+part), fixtures.JPEG(5<<19)...)) // 2.5 MiB: 3 MiB reserved
 	require.NoError(t, err)
-	stop, trickled := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(trickled)
-		tick := time.NewTicker(250 * time.Millisecond)
-		defer tick.Stop()
-		for i := 0; i < 1200; i++ { // 8 KiB a second, above spool_min_rate, for at most 5 minutes
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if _, err := conn.Write(make([]byte, 2<<10)); err != nil {
-					return
-				}
-			}
-		}
-	}()
-	defer func() { close(stop); <-trickled }()
+	defer trickle(conn, 250*time.Millisecond, 2<<10)() // 8 KiB a second, above spool_min_rate
 	// The spool file is unlinked once created: found among the process's
 	// open files.
 	fds := fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid)
